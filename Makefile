@@ -1,0 +1,40 @@
+# Setup is idempotent and part of `run` and `test`: a fresh clone needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+RUNTIME := .runtime
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(CURDIR)/$(RUNTIME)/.dapr/bin:$(PATH)
+export DAPR_RUNTIME_PATH := $(CURDIR)/$(RUNTIME)
+
+.PHONY: setup deps runtime models run test lint clean
+
+setup: deps runtime models
+
+deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[models,test]'
+	touch $@
+
+# daprd, placement, scheduler and the dapr CLI, built with Go unless up to date (see dapr/install.sh).
+runtime:
+	dapr/install.sh $(RUNTIME)
+
+models: deps
+	$(BIN)/python models/build.py
+
+run: setup
+	dapr/run.sh
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: deps
+	$(BIN)/ruff check apps models tests
+	$(BIN)/ruff format --check apps models tests
+
+clean:
+	rm -rf $(VENV) $(RUNTIME) .data apps/*/.dapr
+	git clean -fdX models

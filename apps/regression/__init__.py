@@ -1,0 +1,1 @@
+"""The regression service: tabular models (regression, classification, clustering, reduction)."""

@@ -1,0 +1,1 @@
+"""The Tandem kit: what every model service shares (protocol, models, sidecar client, server, settings)."""

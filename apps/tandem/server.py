@@ -1,0 +1,186 @@
+"""`make_app(...)`: a FastAPI app serving a repository's models over the Open Inference Protocol v2.
+
+Routes only translate HTTP to the data plane and back; errors leave as `{"error": "..."}`.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import version as package_version
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from .auth import AppTokenMiddleware
+from .dataplane import DataPlane
+from .protocol import InferenceError, InferenceRequest, InferenceResponse
+from .repository import ModelRepository
+from .settings import DaprSettings, ServiceSettings
+from .sidecar import Sidecar
+
+JSON = "application/json"
+
+
+def make_app(
+    name: str,
+    settings: ServiceSettings,
+    dapr: DaprSettings | None = None,
+    routers: tuple[APIRouter, ...] = (),
+    on_startup: Callable[[FastAPI], Any] | None = None,
+) -> FastAPI:
+    """Builds the service `name`: OIP routes for `settings.models`, health, /metrics, /docs, app-token check."""
+    dapr = dapr or DaprSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Models load before the server accepts connections, so "ready" means every model is warm.
+        repository = ModelRepository(settings.model_repository, settings.models, settings.intra_op_threads)
+        app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
+        app.state.sidecar = Sidecar.from_settings(dapr)
+        if on_startup is not None:
+            await on_startup(app)
+        yield
+        await app.state.sidecar.aclose()
+
+    app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token)
+    _add_error_handlers(app)
+    app.include_router(_oip_router(settings.max_body_bytes))
+    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
+    for router in routers:
+        app.include_router(router)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def serve(app_path: str, settings: ServiceSettings, dapr: DaprSettings | None = None) -> None:
+    """Runs `module:app` with uvicorn on APP_PORT (set by Dapr) or the service's own port."""
+    dapr = dapr or DaprSettings()
+    uvicorn.run(
+        app_path,
+        host=settings.host,
+        port=dapr.app_port or settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+def _oip_router(max_body_bytes: int) -> APIRouter:
+    router = APIRouter(tags=["Open Inference Protocol v2"])
+
+    def dataplane(request: Request) -> DataPlane:
+        return request.app.state.dataplane
+
+    @router.get("/v2/health/live", response_class=Response)
+    async def live() -> Response:
+        return Response(status_code=200)
+
+    @router.get("/v2/health/ready", response_class=Response)
+    async def ready() -> Response:
+        return Response(status_code=200)
+
+    @router.get("/v2")
+    async def server_metadata(request: Request) -> dict[str, Any]:
+        return dataplane(request).server_metadata()
+
+    @router.get("/v2/models/{model}")
+    @router.get("/v2/models/{model}/versions/{version}")
+    async def model_metadata(request: Request, model: str, version: str | None = None) -> dict[str, Any]:
+        return dataplane(request).model_metadata(model, version)
+
+    @router.get("/v2/models/{model}/ready", response_class=Response)
+    @router.get("/v2/models/{model}/versions/{version}/ready", response_class=Response)
+    async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
+        dataplane(request).model_ready(model, version)
+        return Response(status_code=200)
+
+    @router.post("/v2/models/{model}/infer", response_model=InferenceResponse, openapi_extra=_INFER_BODY)
+    @router.post(
+        "/v2/models/{model}/versions/{version}/infer", response_model=InferenceResponse, openapi_extra=_INFER_BODY
+    )
+    async def infer(request: Request, model: str, version: str | None = None) -> Response:
+        # Parsed here rather than by FastAPI so that a request without Content-Type is still JSON.
+        body = await _read_body(request, max_body_bytes)
+        try:
+            inference = InferenceRequest.model_validate_json(body)
+        except ValidationError as error:
+            raise _request_error(error) from None
+        response = dataplane(request).infer(model, version, inference)
+        return Response(response.model_dump_json(exclude_none=True), media_type=JSON)
+
+    return router
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise InferenceError(f"request body of {declared} bytes is over the limit of {limit}", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InferenceError(f"request body is over the limit of {limit} bytes", 413)
+    return bytes(body)
+
+
+def _request_error(error: ValidationError) -> InferenceError:
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return InferenceError(f"request body is not valid JSON: {first['msg']}", 400)
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return InferenceError(f"invalid inference request at '{where}': {first['msg']}", 422)
+
+
+async def _metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InferenceError)
+    async def inference_error(request: Request, error: InferenceError) -> JSONResponse:
+        return _error(error.status_code, str(error))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return _error(422, f"invalid request at '{where}': {first['msg']}")
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(error).__name__}: {error}")
+
+
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+    }
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    # The infer routes read their body themselves; register the request schema they document.
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        request_schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request_schema.pop("$defs", {}))
+        components["InferenceRequest"] = request_schema
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,55 @@
+"""Settings: every knob is an environment variable (pydantic-settings)."""
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+# A comma-separated list in the environment ("diabetes,maintenance"), not JSON.
+ModelNames = Annotated[list[str], NoDecode]
+
+
+class DaprSettings(BaseSettings):
+    """What Dapr tells an app, under the names Dapr gives them (no prefix)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    dapr_http_port: int = 3500
+    # Overrides the port when the sidecar is elsewhere (DAPR_HTTP_ENDPOINT, as in the SDK).
+    dapr_http_endpoint: str = ""
+    # Sent to the sidecar on every call; the sidecar refuses calls without it when it is set.
+    dapr_api_token: str = ""
+    # Expected from the sidecar on every call that reaches the app.
+    app_api_token: str = ""
+    # Set by `dapr run` and the Kubernetes injector; the port the app listens on.
+    app_port: int | None = None
+
+    @property
+    def sidecar_url(self) -> str:
+        return self.dapr_http_endpoint or f"http://127.0.0.1:{self.dapr_http_port}"
+
+
+class ServiceSettings(BaseSettings):
+    """Knobs of one service. Subclasses set `env_prefix`, e.g. REGRESSION_."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Folder holding models/<name>/<version>/ (see models/build.py).
+    model_repository: Path = Path("models")
+    # The models this service hosts, comma separated.
+    models: ModelNames = []
+    # onnxruntime threads per session; one keeps a model from fighting its neighbours for cores.
+    intra_op_threads: int = 1
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value

@@ -1,0 +1,129 @@
+"""A pooled async client for the local Dapr sidecar's HTTP API.
+
+One instance per process, built at start-up: the connection pool is what keeps the per-call cost of
+invocation, pub/sub and state to a round trip on an open socket.
+"""
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from .settings import DaprSettings
+
+
+class SidecarError(Exception):
+    """The sidecar answered with an error; `status` and `body` are what it said."""
+
+    def __init__(self, status: int, body: str, what: str):
+        super().__init__(f"{what}: sidecar answered {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class ETagMismatch(SidecarError):
+    """A state write or delete carried an ETag that is no longer current: read again and retry."""
+
+
+class Sidecar:
+    def __init__(self, url: str, api_token: str = "", timeout: float = 60.0, max_connections: int = 100):
+        headers = {"dapr-api-token": api_token} if api_token else {}
+        self.http = httpx.AsyncClient(
+            base_url=url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: DaprSettings | None = None) -> "Sidecar":
+        settings = settings or DaprSettings()
+        return cls(settings.sidecar_url, settings.dapr_api_token)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> "Sidecar":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def healthy(self) -> bool:
+        try:
+            response = await self.http.get("/v1.0/healthz")
+        except httpx.TransportError:
+            return False
+        return response.status_code == 204
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await self.healthy():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"sidecar at {self.http.base_url} not healthy after {timeout}s")
+            await asyncio.sleep(0.2)
+
+    async def invoke(
+        self,
+        app_id: str,
+        method: str,
+        *,
+        http_method: str = "POST",
+        content: bytes | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Calls `method` on `app_id` through the sidecar and returns the app's answer as it came."""
+        return await self.http.request(
+            http_method,
+            f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}",
+            content=content,
+            json=json_body,
+            headers=headers,
+        )
+
+    async def publish(
+        self, pubsub: str, topic: str, data: Any, *, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Publishes `data` as JSON; the sidecar wraps it in a CloudEvent."""
+        response = await self.http.post(
+            f"/v1.0/publish/{pubsub}/{topic}", json=data, params=_metadata_params(metadata)
+        )
+        _raise_for_status(response, f"publish to {pubsub}/{topic}")
+
+    async def get_state(self, store: str, key: str) -> tuple[Any, str | None]:
+        """Returns (value, etag); (None, None) when the key does not exist."""
+        response = await self.http.get(f"/v1.0/state/{store}/{key}")
+        _raise_for_status(response, f"get state {store}/{key}")
+        if response.status_code == 204 or not response.content:
+            return None, None
+        return response.json(), response.headers.get("etag")
+
+    async def save_state(self, store: str, key: str, value: Any, *, etag: str | None = None) -> None:
+        """Saves one key. With an `etag`, the write succeeds only if the key is still at that version."""
+        item: dict[str, Any] = {"key": key, "value": value}
+        if etag is not None:
+            item["etag"] = etag
+            item["options"] = {"concurrency": "first-write"}
+        response = await self.http.post(f"/v1.0/state/{store}", content=json.dumps([item]))
+        _raise_for_status(response, f"save state {store}/{key}")
+
+    async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
+        headers = {"If-Match": etag} if etag is not None else None
+        response = await self.http.delete(f"/v1.0/state/{store}/{key}", headers=headers)
+        _raise_for_status(response, f"delete state {store}/{key}")
+
+
+def _metadata_params(metadata: dict[str, str] | None) -> dict[str, str] | None:
+    if not metadata:
+        return None
+    return {f"metadata.{name}": value for name, value in metadata.items()}
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    if response.status_code < 300:
+        return
+    if response.status_code == 409:
+        raise ETagMismatch(response.status_code, response.text, what)
+    raise SidecarError(response.status_code, response.text, what)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Puts the Dapr runtime (daprd, placement, scheduler) and the dapr CLI, at the versions pinned in
+# dapr/runtime/go.mod and dapr/cli/go.mod, into a folder that `dapr run --runtime-path` accepts:
+#   <dest>/.dapr/bin/{daprd,placement,scheduler,dapr}  <dest>/.dapr/config.yaml  <dest>/.dapr/components/
+# A daprd of the pinned version in ~/.dapr/bin (from `dapr init`) is reused; the rest is built with Go
+# from the module proxy. Nothing that is up to date is rebuilt.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+dest=$(mkdir -p "${1:?usage: install.sh <runtime folder>}" && cd "$1" && pwd)
+bin="$dest/.dapr/bin"
+mkdir -p "$bin" "$dest/.dapr/components"
+
+dapr_version=$(sed -n 's|^require github.com/dapr/dapr v||p' "$here/runtime/go.mod")
+cli_version=$(sed -n 's|^require github.com/dapr/cli v||p' "$here/cli/go.mod")
+export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+
+# True when $1 exists, was built for version $2, and is newer than every file of Go module $3.
+up_to_date() {
+    [[ -x "$1" && -f "$1.version" && "$(cat "$1.version")" == "$2" ]] || return 1
+    [[ -z "$(find "$3" -type f -newer "$1" -print -quit)" ]]
+}
+
+for name in daprd placement scheduler; do
+    target="$bin/$name"
+    up_to_date "$target" "$dapr_version" "$here/runtime" && continue
+    installed="$HOME/.dapr/bin/$name"
+    if [[ "$name" == daprd && -x "$installed" && "$("$installed" --version 2>/dev/null)" == "$dapr_version" ]]; then
+        echo "runtime: reusing $installed ($dapr_version)"
+        ln -sf "$installed" "$target"
+    else
+        echo "runtime: building $name $dapr_version with Go (the first build takes minutes)"
+        (cd "$here/runtime" && go build -tags stablecomponents -trimpath -o "$target" \
+            -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$dapr_version -X github.com/dapr/kit/logger.DaprVersion=$dapr_version" \
+            "./cmd/$name")
+    fi
+    echo "$dapr_version" > "$target.version"
+    touch -h "$target"
+done
+
+target="$bin/dapr"
+if ! up_to_date "$target" "$cli_version" "$here/cli"; then
+    echo "runtime: building the dapr CLI $cli_version with Go"
+    (cd "$here/cli" && go build -trimpath -o "$target" -ldflags "-s -w -X main.version=$cli_version" github.com/dapr/cli)
+    echo "$cli_version" > "$target.version"
+fi
+
+# `dapr run` passes <runtime>/.dapr/config.yaml unless told otherwise: a minimal Configuration is enough.
+[[ -f "$dest/.dapr/config.yaml" ]] || cat > "$dest/.dapr/config.yaml" <<'YAML'
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: daprConfig
+spec: {}
+YAML
+echo "runtime: $("$bin/daprd" --version | sed 's/^/daprd /'), $("$bin/dapr" --version | head -1) in $bin"

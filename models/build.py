@@ -1,0 +1,93 @@
+"""Builds the model repository: models/<name>/<version>/{model.onnx, model.yaml}.
+
+    python models/build.py [--out models] [--seed 0] [--force] [name ...]
+
+Deterministic: the same recipe, seed and package versions give the same bytes. A model whose
+recipe and package versions have not changed since it was built is left as it is.
+"""
+
+import argparse
+import hashlib
+import importlib
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+RECIPES = ["diabetes"]
+PACKAGES = ["numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime"]
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def provenance(recipe_name: str, seed: int) -> dict:
+    recipe_file = HERE / "recipes" / f"{recipe_name}.py"
+    return {
+        "recipe": f"models/recipes/{recipe_name}.py",
+        "recipe_sha256": hashlib.sha256(recipe_file.read_bytes()).hexdigest(),
+        "seed": seed,
+        "packages": {package: version(package) for package in PACKAGES},
+        "python": sys.version.split()[0],
+    }
+
+
+def up_to_date(card_file: Path, wanted: dict) -> bool:
+    if not card_file.is_file() or not card_file.with_name("model.onnx").is_file():
+        return False
+    built = yaml.safe_load(card_file.read_text()).get("provenance", {})
+    return all(built.get(key) == value for key, value in wanted.items())
+
+
+def build_one(recipe_name: str, out: Path, seed: int, force: bool) -> str:
+    recipe = importlib.import_module(f"recipes.{recipe_name}")
+    folder = out / recipe.NAME / recipe.VERSION
+    wanted = provenance(recipe_name, seed)
+    if not force and up_to_date(folder / "model.yaml", wanted):
+        return "up to date"
+    graph, card = recipe.build(seed)
+    artefact = graph.SerializeToString()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(artefact)
+    card = {
+        "name": recipe.NAME,
+        "version": recipe.VERSION,
+        "service": recipe.SERVICE,
+        "platform": "onnxruntime_onnx",
+        "artefact": "model.onnx",
+        **card,
+        "provenance": {
+            **wanted,
+            "artefact_sha256": hashlib.sha256(artefact).hexdigest(),
+            "git_commit": git_commit(),
+        },
+    }
+    (folder / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    return "built"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"models to build (default: all of {', '.join(RECIPES)})")
+    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    args = parser.parse_args()
+    unknown = set(args.names) - set(RECIPES)
+    if unknown:
+        parser.error(f"no recipe for {sorted(unknown)}; recipes: {RECIPES}")
+    with tqdm(args.names or RECIPES, desc="models", unit="model") as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            outcome = build_one(name, args.out, args.seed, args.force)
+            bar.write(f"{name}: {outcome}")
+
+
+if __name__ == "__main__":
+    main()
