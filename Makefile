@@ -28,7 +28,7 @@ models: deps
 run: setup
 	dapr/run.sh
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest
 
 lint: deps

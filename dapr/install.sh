@@ -30,9 +30,11 @@ for name in daprd placement scheduler; do
         ln -sf "$installed" "$target"
     else
         echo "runtime: building $name $dapr_version with Go (the first build takes minutes)"
+        started=$SECONDS
         (cd "$here/runtime" && go build -tags stablecomponents -trimpath -o "$target" \
             -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$dapr_version -X github.com/dapr/kit/logger.DaprVersion=$dapr_version" \
             "./cmd/$name")
+        echo "runtime: built $name in $((SECONDS - started)) s"
     fi
     echo "$dapr_version" > "$target.version"
     touch -h "$target"
@@ -41,7 +43,9 @@ done
 target="$bin/dapr"
 if ! up_to_date "$target" "$cli_version" "$here/cli"; then
     echo "runtime: building the dapr CLI $cli_version with Go"
+    started=$SECONDS
     (cd "$here/cli" && go build -trimpath -o "$target" -ldflags "-s -w -X main.version=$cli_version" github.com/dapr/cli)
+    echo "runtime: built the dapr CLI in $((SECONDS - started)) s"
     echo "$cli_version" > "$target.version"
 fi
 

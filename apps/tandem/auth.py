@@ -12,7 +12,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 # Probes (kubelet, the sidecar's app health check), scrapes and the API docs are open on purpose:
 # they carry no data and Kubernetes probes cannot send the token.
 OPEN_PATHS = frozenset(
-    {"/v2/health/live", "/v2/health/ready", "/healthz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+    {
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/healthz",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/openapi.json",
+    }
 )
 
 _REFUSAL = json.dumps({"error": "missing or wrong dapr-api-token: call this app through its Dapr sidecar"}).encode()
@@ -35,7 +43,10 @@ class AppTokenMiddleware:
             {
                 "type": "http.response.start",
                 "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_REFUSAL)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_REFUSAL)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": _REFUSAL})

@@ -3,7 +3,9 @@
 from prometheus_client import Counter, Histogram
 
 INFERENCES = Counter(
-    "tandem_inference_requests", "Inference requests by model, version and outcome", ["model", "version", "outcome"]
+    "tandem_inference_requests",
+    "Inference requests by model, version and outcome",
+    ["model", "version", "outcome"],
 )
 INFERENCE_SECONDS = Histogram(
     "tandem_inference_seconds",

@@ -91,8 +91,10 @@ def decode_input(tensor: RequestInput) -> np.ndarray:
     if any(dim < 0 for dim in tensor.shape):
         raise InferenceError(f"input '{tensor.name}': shape {tensor.shape} has a negative dimension")
     try:
-        array = np.asarray(tensor.data, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as error:
+        # A number too large for the datatype is an error, not an infinity.
+        with np.errstate(over="raise"):
+            array = np.asarray(tensor.data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as error:
         raise InferenceError(f"input '{tensor.name}': data is not {tensor.datatype}: {error}") from None
     expected = math.prod(tensor.shape)
     if array.size != expected:

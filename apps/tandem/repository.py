@@ -64,9 +64,7 @@ class ModelRepository:
 
     def load(self, name: str) -> None:
         folder = self.root / check_name("model", name)
-        versions = sorted(
-            (path.name for path in folder.glob("*") if (path / "model.yaml").is_file()), key=_version_key
-        )
+        versions = sorted((path.name for path in folder.glob("*") if (path / "model.yaml").is_file()), key=_version_key)
         if not versions:
             raise FileNotFoundError(f"no model versions in {folder}: run `make models`")
         self.models[name] = {version: self._load_version(folder / version) for version in versions}

@@ -103,7 +103,9 @@ def _oip_router(max_body_bytes: int) -> APIRouter:
 
     @router.post("/v2/models/{model}/infer", response_model=InferenceResponse, openapi_extra=_INFER_BODY)
     @router.post(
-        "/v2/models/{model}/versions/{version}/infer", response_model=InferenceResponse, openapi_extra=_INFER_BODY
+        "/v2/models/{model}/versions/{version}/infer",
+        response_model=InferenceResponse,
+        openapi_extra=_INFER_BODY,
     )
     async def infer(request: Request, model: str, version: str | None = None) -> Response:
         # Parsed here rather than by FastAPI so that a request without Content-Type is still JSON.

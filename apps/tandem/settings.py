@@ -6,7 +6,6 @@ from typing import Annotated
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
 # A comma-separated list in the environment ("diabetes,maintenance"), not JSON.
 ModelNames = Annotated[list[str], NoDecode]
 

@@ -27,13 +27,21 @@ class ETagMismatch(SidecarError):
 
 
 class Sidecar:
-    def __init__(self, url: str, api_token: str = "", timeout: float = 60.0, max_connections: int = 100):
+    def __init__(
+        self,
+        url: str,
+        api_token: str = "",
+        timeout: float = 60.0,
+        max_connections: int = 100,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         headers = {"dapr-api-token": api_token} if api_token else {}
         self.http = httpx.AsyncClient(
             base_url=url,
             headers=headers,
             timeout=timeout,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
         )
 
     @classmethod
@@ -83,13 +91,9 @@ class Sidecar:
             headers=headers,
         )
 
-    async def publish(
-        self, pubsub: str, topic: str, data: Any, *, metadata: dict[str, str] | None = None
-    ) -> None:
+    async def publish(self, pubsub: str, topic: str, data: Any, *, metadata: dict[str, str] | None = None) -> None:
         """Publishes `data` as JSON; the sidecar wraps it in a CloudEvent."""
-        response = await self.http.post(
-            f"/v1.0/publish/{pubsub}/{topic}", json=data, params=_metadata_params(metadata)
-        )
+        response = await self.http.post(f"/v1.0/publish/{pubsub}/{topic}", json=data, params=_metadata_params(metadata))
         _raise_for_status(response, f"publish to {pubsub}/{topic}")
 
     async def get_state(self, store: str, key: str) -> tuple[Any, str | None]:

@@ -1,3 +1,5 @@
+// Builds the dapr CLI. v1.16.5 is the newest CLI the Go module proxy serves with all of its
+// dependencies (v1.17 and v1.18 are not served); it runs the 1.18 runtime unchanged.
 module tandem/dapr/cli
 
 go 1.24.9
@@ -268,4 +270,6 @@ require (
 	sigs.k8s.io/yaml v1.4.0 // indirect
 )
 
+// components-contrib v1.16.3, which the CLI's dapr v1.16.2 asks for, is not served by the module
+// proxy; the CLI uses only its component types, which v1.16.0 has unchanged.
 replace github.com/dapr/components-contrib v1.16.3 => github.com/dapr/components-contrib v1.16.0

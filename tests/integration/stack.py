@@ -1,0 +1,188 @@
+"""Starts the real parts on free ports for integration tests: Redis, daprd sidecars, app processes."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DAPRD = ROOT / ".runtime" / ".dapr" / "bin" / "daprd"
+
+# The port the committed components point at; tests rewrite it to their own Redis.
+COMPONENT_REDIS = "localhost:16379"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0, process: "Process | None" = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited with {process.popen.returncode} before {what}:\n{process.log()}")
+        try:
+            if check():
+                return
+        except (httpx.TransportError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"not {what} after {timeout}s" + (f":\n{process.log()}" if process else ""))
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """The test's own environment, with this venv's tools first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log_file: Path
+
+    @classmethod
+    def start(cls, name: str, command: list[str], log_dir: Path, env: dict[str, str], cwd: Path = ROOT) -> "Process":
+        log_file = log_dir / f"{name}.log"
+        with log_file.open("wb") as log:
+            popen = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+            )
+        return cls(name, popen, log_file)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stops the process and everything it started (its own process group)."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+
+
+@dataclass
+class Sidecar:
+    app_id: str
+    http_port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+@dataclass
+class Stack:
+    """Processes of one test module; `close()` stops them all."""
+
+    work: Path
+    dapr_api_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    app_api_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    processes: list[Process] = field(default_factory=list)
+    redis_port: int = 0
+
+    def start_redis(self, port: int | None = None) -> int:
+        self.redis_port = port or free_port()
+        process = self._start(
+            "redis", [str(ROOT / "dapr" / "redis.sh"), str(self.redis_port), str(self.work / "redis")]
+        )
+        wait_until(lambda: _redis_ping(self.redis_port), "Redis answering PING", process=process)
+        return self.redis_port
+
+    def components(self, scopes: dict[str, list[str]]) -> Path:
+        """The committed components, pointed at this stack's Redis, with test app ids added to scopes."""
+        folder = self.work / "components"
+        folder.mkdir(exist_ok=True)
+        for source in (ROOT / "components").glob("*.yaml"):
+            text = source.read_text().replace(COMPONENT_REDIS, f"localhost:{self.redis_port}")
+            resource = yaml.safe_load(text)
+            name = resource["metadata"]["name"]
+            if name in scopes:
+                resource["scopes"] = resource.get("scopes", []) + scopes[name]
+            (folder / source.name).write_text(yaml.safe_dump(resource))
+        return folder
+
+    def start_app(self, name: str, command: list[str], port: int, **env: str) -> Process:
+        process = self._start(
+            name,
+            command,
+            env=environment(
+                APP_API_TOKEN=self.app_api_token,
+                DAPR_API_TOKEN=self.dapr_api_token,
+                APP_PORT=str(port),
+                **env,
+            ),
+        )
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/v2/health/live").status_code == 200,
+            f"{name} live",
+            process=process,
+        )
+        return process
+
+    def start_sidecar(self, app_id: str, resources: Path, app_port: int | None = None) -> Sidecar:
+        http_port = free_port()
+        command = [
+            str(DAPRD),
+            "--app-id", app_id,
+            "--dapr-http-port", str(http_port),
+            "--dapr-grpc-port", str(free_port()),
+            "--dapr-internal-grpc-port", str(free_port()),
+            "--metrics-port", str(free_port()),
+            "--resources-path", str(resources),
+            "--config", str(ROOT / "dapr" / "config.yaml"),
+            "--log-level", "info",
+        ]  # fmt: skip
+        if app_port is not None:
+            command += [
+                "--app-port",
+                str(app_port),
+                "--enable-app-health-check",
+                "--app-health-check-path",
+                "/v2/health/ready",
+            ]
+        process = self._start(
+            f"daprd-{app_id}",
+            command,
+            env=environment(APP_API_TOKEN=self.app_api_token, DAPR_API_TOKEN=self.dapr_api_token),
+        )
+        sidecar = Sidecar(app_id, http_port, process)
+        wait_until(
+            lambda: httpx.get(f"{sidecar.url}/v1.0/healthz").status_code == 204,
+            f"daprd {app_id} healthy",
+            process=process,
+        )
+        return sidecar
+
+    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Process:
+        process = Process.start(name, command, self.work, env or environment())
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")

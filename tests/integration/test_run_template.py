@@ -1,0 +1,84 @@
+"""`dapr run -f .` on the committed template, with the built runtime: what `make run` does."""
+
+import os
+import signal
+import socket
+import time
+
+import httpx
+import pytest
+import yaml
+
+from .stack import ROOT, Process, Stack, environment, wait_until
+
+pytestmark = pytest.mark.integration
+
+TEMPLATE = yaml.safe_load((ROOT / "dapr.yaml").read_text())
+REGRESSION = next(app for app in TEMPLATE["apps"] if app["appID"] == "regression")
+REDIS_PORT = 16379  # the port components/*.yaml point at
+ROW = [0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_repository):
+    ports = [REDIS_PORT, REGRESSION["appPort"], REGRESSION["daprHTTPPort"], REGRESSION["daprGRPCPort"]]
+    busy = [port for port in ports if port_in_use(port)]
+    if busy:
+        pytest.fail(f"ports {busy} are taken (is `make run` running?): the template needs them")
+
+    stack = Stack(tmp_path)
+    stack.start_redis(REDIS_PORT)
+    runtime = ROOT / ".runtime"
+    env = environment(
+        DAPR_RUNTIME_PATH=str(runtime),
+        DAPR_API_TOKEN=stack.dapr_api_token,
+        APP_API_TOKEN=stack.app_api_token,
+    )
+    env["PATH"] = f"{runtime / '.dapr' / 'bin'}{os.pathsep}{env['PATH']}"
+    dapr = Process.start("dapr-run", ["dapr", "run", "-f", "."], tmp_path, env)
+    try:
+        sidecar = f"http://127.0.0.1:{REGRESSION['daprHTTPPort']}"
+        headers = {"dapr-api-token": stack.dapr_api_token}
+        wait_until(
+            lambda: (
+                httpx.get(f"{sidecar}/v1.0/invoke/regression/method/v2/health/ready", headers=headers).status_code
+                == 200
+            ),
+            "regression ready through its sidecar",
+            timeout=60,
+            process=dapr,
+        )
+        response = httpx.post(
+            f"{sidecar}/v1.0/invoke/regression/method/v2/models/diabetes/infer",
+            json={"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": ROW}]},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"][0]["shape"] == [1, 1]
+        metadata = httpx.get(f"{sidecar}/v1.0/metadata", headers=headers).json()
+        assert metadata["runtimeVersion"] == (ROOT / ".runtime" / ".dapr" / "bin" / "daprd.version").read_text().strip()
+        assert {component["name"] for component in metadata["components"]} == {"pubsub"}
+
+        # Ctrl-C: the CLI alone gets the signal and must take its sidecar and app down with it.
+        dapr.popen.send_signal(signal.SIGINT)
+        dapr.popen.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(dapr.popen.pid):
+            time.sleep(0.1)
+        assert not _group_alive(dapr.popen.pid), "dapr run left processes behind"
+        assert not port_in_use(REGRESSION["appPort"]) and not port_in_use(REGRESSION["daprHTTPPort"])
+    finally:
+        dapr.stop(signal.SIGKILL)
+        stack.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

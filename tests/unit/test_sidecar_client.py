@@ -1,0 +1,52 @@
+"""The sidecar client's requests and error mapping, against a fake sidecar (httpx.MockTransport)."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from tandem.sidecar import ETagMismatch, Sidecar, SidecarError
+
+
+def sidecar_answering(handler) -> tuple[Sidecar, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    return Sidecar("http://sidecar", api_token="tok", transport=httpx.MockTransport(record)), seen
+
+
+def test_every_call_carries_the_api_token_and_state_writes_carry_the_etag():
+    sidecar, seen = sidecar_answering(lambda request: httpx.Response(204))
+    asyncio.run(sidecar.save_state("store", "k", {"v": 1}, etag="7"))
+    request = seen[0]
+    assert request.headers["dapr-api-token"] == "tok"
+    assert request.url.path == "/v1.0/state/store"
+    assert json.loads(request.content) == [
+        {"key": "k", "value": {"v": 1}, "etag": "7", "options": {"concurrency": "first-write"}}
+    ]
+
+
+def test_a_conflict_is_an_etag_mismatch_and_other_errors_keep_their_status():
+    sidecar, _ = sidecar_answering(lambda request: httpx.Response(409, text="etag mismatch"))
+    with pytest.raises(ETagMismatch):
+        asyncio.run(sidecar.delete_state("store", "k", etag="1"))
+    sidecar, _ = sidecar_answering(lambda request: httpx.Response(500, text="boom"))
+    with pytest.raises(SidecarError) as failed:
+        asyncio.run(sidecar.publish("pubsub", "topic", {"a": 1}))
+    assert failed.value.status == 500
+
+
+def test_publish_metadata_becomes_query_parameters():
+    sidecar, seen = sidecar_answering(lambda request: httpx.Response(204))
+    asyncio.run(sidecar.publish("pubsub", "readings", [1], metadata={"ttlInSeconds": "60"}))
+    assert seen[0].url.path == "/v1.0/publish/pubsub/readings"
+    assert seen[0].url.params["metadata.ttlInSeconds"] == "60"
+
+
+def test_missing_state_is_none_with_no_etag():
+    sidecar, _ = sidecar_answering(lambda request: httpx.Response(204))
+    assert asyncio.run(sidecar.get_state("store", "absent")) == (None, None)
