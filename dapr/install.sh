@@ -13,7 +13,7 @@ mkdir -p "$bin" "$dest/.dapr/components"
 
 dapr_version=$(sed -n 's|^require github.com/dapr/dapr v||p' "$here/runtime/go.mod")
 cli_version=$(sed -n 's|^require github.com/dapr/cli v||p' "$here/cli/go.mod")
-export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 
 # True when $1 exists, was built for version $2, and is newer than every file of Go module $3.
 up_to_date() {
