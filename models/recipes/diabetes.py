@@ -6,9 +6,9 @@ in 5-fold cross-validation), so it is the model we serve.
 """
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
-import onnx
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_diabetes
@@ -36,11 +36,12 @@ def train(seed: int) -> RidgeCV:
     return RidgeCV(alphas=np.logspace(-3, 2, 11)).fit(x_train, y_train)
 
 
-def build(seed: int) -> tuple[onnx.ModelProto, dict]:
-    """Returns the ONNX model and the card fields this recipe knows (build.py adds provenance)."""
+def build(seed: int, folder: Path) -> dict:
+    """Writes model.onnx into `folder`; returns the card fields this recipe knows (build.py adds provenance)."""
     _, x_test, _, y_test = split(seed)
     model = train(seed)
     graph = convert_sklearn(model, NAME, initial_types=[("input", FloatTensorType([None, len(FEATURES)]))])
+    (folder / "model.onnx").write_bytes(graph.SerializeToString())
     predicted = model.predict(x_test)
     features, target = load_diabetes(return_X_y=True)
     card = {
@@ -59,4 +60,4 @@ def build(seed: int) -> tuple[onnx.ModelProto, dict]:
             "sha256": hashlib.sha256(features.tobytes() + target.tobytes()).hexdigest(),
         },
     }
-    return graph, card
+    return card

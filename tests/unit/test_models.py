@@ -35,7 +35,7 @@ def test_diabetes_onnx_agrees_with_scikit_learn_and_beats_the_floor(model_reposi
 def test_the_card_records_provenance(card, model_repository):
     provenance = card["provenance"]
     artefact = (model_repository / "diabetes" / "1" / "model.onnx").read_bytes()
-    assert provenance["artefact_sha256"] == hashlib.sha256(artefact).hexdigest()
+    assert provenance["artefacts_sha256"]["model.onnx"] == hashlib.sha256(artefact).hexdigest()
     assert set(provenance["packages"]) >= {"scikit-learn", "skl2onnx", "onnxruntime"}
     assert card["data"]["sha256"] and provenance["recipe_sha256"]
 
@@ -47,4 +47,4 @@ def test_builds_are_reproducible(tmp_path, card):
         capture_output=True,
     )
     rebuilt = (tmp_path / "diabetes" / "1" / "model.onnx").read_bytes()
-    assert hashlib.sha256(rebuilt).hexdigest() == card["provenance"]["artefact_sha256"]
+    assert hashlib.sha256(rebuilt).hexdigest() == card["provenance"]["artefacts_sha256"]["model.onnx"]
