@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 
 from .protocol import InferenceError, ModelNotFound
-from .runtime import OnnxModel, TensorSpec
+from .runtime import Model as Runtime
+from .runtime import TensorSpec, runtime_class
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -18,7 +19,7 @@ class Model:
     name: str
     version: str
     card: dict[str, Any]
-    runtime: OnnxModel
+    runtime: Runtime
     platform: str = "onnxruntime_onnx"
     labels: list[str] = field(default_factory=list)
 
@@ -35,10 +36,6 @@ class Model:
 
 def _spec_json(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": spec.shape}
-
-
-def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
-    return [TensorSpec(entry["name"], entry["datatype"], list(entry["shape"])) for entry in entries]
 
 
 def check_name(kind: str, value: str) -> str:
@@ -71,12 +68,7 @@ class ModelRepository:
 
     def _load_version(self, folder: Path) -> Model:
         card = yaml.safe_load((folder / "model.yaml").read_text())
-        runtime = OnnxModel(
-            folder / card.get("artefact", "model.onnx"),
-            _specs(card["inputs"]),
-            _specs(card["outputs"]),
-            self.intra_op_threads,
-        )
+        runtime = runtime_class(card)(folder, card, self.intra_op_threads)
         return Model(card["name"], str(card["version"]), card, runtime, labels=card.get("labels", []))
 
     def versions(self, name: str) -> list[str]:
