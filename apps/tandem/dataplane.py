@@ -1,11 +1,13 @@
-"""The one place requests meet models: look-up, readiness, decode -> predict -> encode."""
+"""The one place requests meet models: look-up, readiness, decode -> predict -> encode, load/unload."""
 
 import time
 from typing import Any
 
 from .metrics import INFERENCE_SECONDS, INFERENCES
-from .protocol import InferenceError, InferenceRequest, InferenceResponse, decode_input, encode_output
+from .protocol import InferenceError, InferenceResponse, binary_outputs, decode_request, encode_response
 from .repository import ModelRepository
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 class DataPlane:
@@ -15,7 +17,7 @@ class DataPlane:
         self.server_version = server_version
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": self.server_name, "version": self.server_version, "extensions": []}
+        return {"name": self.server_name, "version": self.server_version, "extensions": EXTENSIONS}
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         return self.repository.get(name, version).metadata(self.repository.versions(name))
@@ -24,26 +26,30 @@ class DataPlane:
         self.repository.get(name, version)
         return True
 
-    def infer(self, name: str, version: str | None, request: InferenceRequest) -> InferenceResponse:
+    async def infer(
+        self, name: str, version: str | None, body: bytes, header_length: str | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """Runs one OIP request; returns the response body and its headers (JSON or binary)."""
         model = self.repository.get(name, version)
         started = time.perf_counter()
         try:
-            inputs: dict = {}
-            for tensor in request.inputs:
-                if tensor.name in inputs:
-                    raise InferenceError(f"input '{tensor.name}' is given twice")
-                inputs[tensor.name] = decode_input(tensor)
+            request, inputs = decode_request(body, header_length)
             wanted = [output.name for output in request.outputs] if request.outputs else None
-            results = model.runtime.predict(inputs, wanted)
-            response = InferenceResponse(
-                model_name=model.name,
-                model_version=model.version,
-                id=request.id,
-                outputs=[encode_output(out_name, array) for out_name, array in results.items()],
-            )
+            results = await model.predict(inputs, wanted)
         except InferenceError:
             INFERENCES.labels(model.name, model.version, "bad_request").inc()
             raise
+        response = InferenceResponse(model_name=model.name, model_version=model.version, id=request.id, outputs=[])
+        encoded = encode_response(response, results, binary_outputs(request, list(results)))
         INFERENCES.labels(model.name, model.version, "ok").inc()
         INFERENCE_SECONDS.labels(model.name, model.version).observe(time.perf_counter() - started)
-        return response
+        return encoded
+
+    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        return [entry for entry in self.repository.index() if not ready_only or entry["state"] == "READY"]
+
+    async def load(self, name: str) -> None:
+        await self.repository.load(name)
+
+    async def unload(self, name: str) -> None:
+        await self.repository.unload(name)

@@ -13,3 +13,15 @@ INFERENCE_SECONDS = Histogram(
     ["model", "version"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+BATCH_SIZE = Histogram(
+    "tandem_batch_size",
+    "Rows per batch that the adaptive batcher ran",
+    ["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+BATCH_QUEUE_SECONDS = Histogram(
+    "tandem_batch_queue_seconds",
+    "Time a request waited for its batch to start",
+    ["model", "version"],
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)

@@ -49,6 +49,12 @@ class Model:
 
     def predict(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Checks the inputs against the card, runs the model, returns the outputs asked for (all by default)."""
+        names = self.check(inputs, outputs)
+        results = self.run(inputs, names)
+        return {name: results[name] for name in names}
+
+    def check(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[str]:
+        """Refuses inputs that do not match the card; returns the names of the outputs to compute."""
         missing = self.inputs.keys() - inputs.keys()
         unknown = inputs.keys() - self.inputs.keys()
         if missing or unknown:
@@ -61,8 +67,7 @@ class Model:
         unknown_outputs = set(names) - self.outputs.keys()
         if unknown_outputs:
             raise InferenceError(f"unknown outputs {sorted(unknown_outputs)}; this model has {sorted(self.outputs)}")
-        results = self.run(inputs, names)
-        return {name: results[name] for name in names}
+        return names
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Computes `outputs` from checked `inputs`."""

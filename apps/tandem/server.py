@@ -3,6 +3,7 @@
 Routes only translate HTTP to the data plane and back; errors leave as `{"error": "..."}`.
 """
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
@@ -14,12 +15,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
-from .protocol import InferenceError, InferenceRequest, InferenceResponse
+from .protocol import HEADER_LENGTH, InferenceError, InferenceRequest, InferenceResponse
 from .repository import ModelRepository
 from .settings import DaprSettings, ServiceSettings
 from .sidecar import Sidecar
@@ -40,7 +40,9 @@ def make_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Models load before the server accepts connections, so "ready" means every model is warm.
-        repository = ModelRepository(settings.model_repository, settings.models, settings.intra_op_threads)
+        repository = ModelRepository(settings.model_repository, name, settings.intra_op_threads, settings.batching)
+        for model in settings.models:
+            await repository.load(model)
         app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
         app.state.sidecar = Sidecar.from_settings(dapr)
         if on_startup is not None:
@@ -108,14 +110,30 @@ def _oip_router(max_body_bytes: int) -> APIRouter:
         openapi_extra=_INFER_BODY,
     )
     async def infer(request: Request, model: str, version: str | None = None) -> Response:
-        # Parsed here rather than by FastAPI so that a request without Content-Type is still JSON.
+        # Parsed here rather than by FastAPI: JSON needs no Content-Type, and binary tensors follow the JSON.
+        body = await _read_body(request, max_body_bytes)
+        content, headers = await dataplane(request).infer(model, version, body, request.headers.get(HEADER_LENGTH))
+        return Response(content, headers=headers)
+
+    @router.post("/v2/repository/index")
+    async def repository_index(request: Request) -> list[dict[str, Any]]:
         body = await _read_body(request, max_body_bytes)
         try:
-            inference = InferenceRequest.model_validate_json(body)
-        except ValidationError as error:
-            raise _request_error(error) from None
-        response = dataplane(request).infer(model, version, inference)
-        return Response(response.model_dump_json(exclude_none=True), media_type=JSON)
+            options = json.loads(body) if body.strip() else {}
+        except ValueError:
+            raise InferenceError('repository index body must be JSON, e.g. {"ready": true}') from None
+        ready_only = isinstance(options, dict) and options.get("ready") is True
+        return dataplane(request).index(ready_only)
+
+    @router.post("/v2/repository/models/{model}/load", response_class=Response)
+    async def load_model(request: Request, model: str) -> Response:
+        await dataplane(request).load(model)
+        return Response(status_code=200)
+
+    @router.post("/v2/repository/models/{model}/unload", response_class=Response)
+    async def unload_model(request: Request, model: str) -> Response:
+        await dataplane(request).unload(model)
+        return Response(status_code=200)
 
     return router
 
@@ -130,14 +148,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise InferenceError(f"request body is over the limit of {limit} bytes", 413)
     return bytes(body)
-
-
-def _request_error(error: ValidationError) -> InferenceError:
-    first = error.errors()[0]
-    if first["type"] == "json_invalid":
-        return InferenceError(f"request body is not valid JSON: {first['msg']}", 400)
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return InferenceError(f"invalid inference request at '{where}': {first['msg']}", 422)
 
 
 async def _metrics() -> Response:

@@ -3,11 +3,18 @@
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import BaseModel, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A comma-separated list in the environment ("diabetes,maintenance"), not JSON.
 ModelNames = Annotated[list[str], NoDecode]
+
+
+class BatchingSettings(BaseModel):
+    """Adaptive batching of one model; off unless max_batch_size > 1."""
+
+    max_batch_size: int = 1
+    max_wait_ms: float = 2.0
 
 
 class DaprSettings(BaseSettings):
@@ -44,6 +51,8 @@ class ServiceSettings(BaseSettings):
     # onnxruntime threads per session; one keeps a model from fighting its neighbours for cores.
     intra_op_threads: int = 1
     max_body_bytes: int = 4 * 1024 * 1024
+    # Per model, as JSON: {"nsfw": {"max_batch_size": 16, "max_wait_ms": 5}}. Off for models not named.
+    batching: dict[str, BatchingSettings] = {}
     log_level: str = "info"
 
     @field_validator("models", mode="before")

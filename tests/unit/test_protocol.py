@@ -1,7 +1,19 @@
+import json
+import struct
+
 import numpy as np
 import pytest
 
-from tandem.protocol import InferenceError, RequestInput, decode_input, encode_output
+from tandem.protocol import (
+    InferenceError,
+    InferenceRequest,
+    InferenceResponse,
+    RequestInput,
+    binary_outputs,
+    decode_input,
+    decode_request,
+    encode_response,
+)
 
 
 def tensor(data, shape, datatype="FP32"):
@@ -17,14 +29,37 @@ def test_flat_and_nested_data_decode_to_the_same_array():
 
 
 @pytest.mark.parametrize(
+    ("data", "datatype", "dtype"),
+    [
+        ([True, False], "BOOL", np.bool_),
+        ([0, 255], "UINT8", np.uint8),
+        ([-(2**63), 2**63 - 1], "INT64", np.int64),
+        ([0, 2**64 - 1], "UINT64", np.uint64),
+        ([0.5, -1], "FP16", np.float16),
+        ([1e300, 2], "FP64", np.float64),
+        (["a", "ü"], "BYTES", object),
+    ],
+)
+def test_every_datatype_decodes_from_json(data, datatype, dtype):
+    array = decode_input(tensor(data, [2], datatype))
+    assert array.dtype == np.dtype(dtype)
+    assert array.tolist() == data
+
+
+@pytest.mark.parametrize(
     ("data", "shape", "datatype", "message"),
     [
         ([1, 2, 3], [2, 2], "FP32", "needs 4 values, data has 3"),
         ([1, 2], [2], "FP33", "unknown datatype 'FP33'"),
         ([1, "two"], [2], "FP32", "data is not FP32"),
-        ([[1, 2], [3]], [3], "FP32", "data is not FP32"),
+        ([[1, 2], [3]], [3], "FP32", "ragged"),
         ([1, 2], [-2], "FP32", "negative dimension"),
-        ([300], [1], "UINT8", "data is not UINT8"),
+        ([300], [1], "UINT8", "values outside [0, 255]"),
+        ([1.5], [1], "INT64", "expected integers"),
+        ([1], [1], "BOOL", "expected true/false"),
+        ([1e39], [1], "FP32", "overflows"),
+        ([1], [1], "BYTES", "BYTES data must be strings"),
+        (None, [1], "FP32", "neither data nor binary_data_size"),
     ],
 )
 def test_bad_tensors_are_refused_with_what_was_wrong(data, shape, datatype, message):
@@ -34,6 +69,86 @@ def test_bad_tensors_are_refused_with_what_was_wrong(data, shape, datatype, mess
     assert message in str(refused.value)
 
 
-def test_outputs_carry_shape_datatype_and_flat_data():
-    output = encode_output("y", np.arange(6, dtype=np.int64).reshape(3, 2))
-    assert (output.shape, output.datatype, output.data) == ([3, 2], "INT64", [0, 1, 2, 3, 4, 5])
+def binary_request(inputs: list[tuple[str, str, list[int], bytes]], **extra) -> tuple[bytes, str]:
+    header = {
+        "inputs": [
+            {"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": len(raw)}}
+            for name, datatype, shape, raw in inputs
+        ],
+        **extra,
+    }
+    head = json.dumps(header).encode()
+    return head + b"".join(raw for *_, raw in inputs), str(len(head))
+
+
+def test_binary_tensors_follow_the_json_header():
+    floats = np.arange(6, dtype=np.float32).reshape(2, 3)
+    strings = b"".join(struct.pack("<I", len(item)) + item for item in (b"png\x00bytes", b""))
+    body, length = binary_request([("x", "FP32", [2, 3], floats.tobytes()), ("s", "BYTES", [2], strings)])
+    request, inputs = decode_request(body, length)
+    np.testing.assert_array_equal(inputs["x"], floats)
+    assert inputs["s"].tolist() == [b"png\x00bytes", b""]
+    assert [tensor.name for tensor in request.inputs] == ["x", "s"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "length_delta", "message"),
+    [
+        (np.zeros(5, np.float32).tobytes(), 0, "needs 24 bytes, got 20"),
+        (np.zeros(6, np.float32).tobytes(), 0, None),
+        (np.zeros(7, np.float32).tobytes(), 0, "belong to no input"),
+    ],
+)
+def test_binary_sizes_must_add_up(raw, length_delta, message):
+    body, length = binary_request([("x", "FP32", [2, 3], raw)])
+    if message is None:
+        decode_request(body, length)
+        return
+    header, tail = body[: int(length)], body[int(length) :]
+    if "no input" in message:  # the header claims less than the body carries
+        header = header.replace(str(len(raw)).encode(), str(24).encode())
+        body, length = header + tail, str(len(header))
+    with pytest.raises(InferenceError) as refused:
+        decode_request(body, length)
+    assert message in str(refused.value)
+
+
+def test_a_header_length_beyond_the_body_is_refused():
+    with pytest.raises(InferenceError, match="does not fit"):
+        decode_request(b"{}", "99")
+    with pytest.raises(InferenceError, match="does not fit"):
+        decode_request(b"{}", "-1")
+
+
+def test_truncated_bytes_elements_are_refused():
+    body, length = binary_request([("s", "BYTES", [1], struct.pack("<I", 10) + b"abc")])
+    with pytest.raises(InferenceError, match="ends inside an element"):
+        decode_request(body, length)
+
+
+def test_responses_are_json_unless_binary_is_asked_for():
+    arrays = {"y": np.arange(6, dtype=np.int64).reshape(3, 2), "label": np.array([b"cat", b"dog", b"x"], dtype=object)}
+    body, headers = encode_response(InferenceResponse(model_name="m", outputs=[]), arrays, set())
+    assert headers == {"content-type": "application/json"}
+    outputs = json.loads(body)["outputs"]
+    assert outputs[0] == {"name": "y", "shape": [3, 2], "datatype": "INT64", "data": [0, 1, 2, 3, 4, 5]}
+    assert outputs[1]["data"] == ["cat", "dog", "x"]
+
+    body, headers = encode_response(InferenceResponse(model_name="m", outputs=[]), arrays, {"y"})
+    header_length = int(headers["inference-header-content-length"])
+    header = json.loads(body[:header_length])
+    assert header["outputs"][0]["parameters"] == {"binary_data_size": 48}
+    assert "data" not in header["outputs"][0]
+    np.testing.assert_array_equal(np.frombuffer(body[header_length:], np.int64).reshape(3, 2), arrays["y"])
+
+
+def test_binary_outputs_follow_the_request_and_per_output_choices():
+    request = InferenceRequest.model_validate(
+        {
+            "inputs": [],
+            "parameters": {"binary_data_output": True},
+            "outputs": [{"name": "a", "parameters": {"binary_data": False}}],
+        }
+    )
+    assert binary_outputs(request, ["a", "b"]) == {"b"}
+    assert binary_outputs(InferenceRequest(inputs=[]), ["a"]) == set()

@@ -86,7 +86,7 @@ BAD_REQUESTS = [
         400,
         "NaN or infinity",
     ),
-    ("too large for FP32", request(ROW[:9] + [1e39]), 400, "data is not FP32: overflow"),
+    ("too large for FP32", request(ROW[:9] + [1e39]), 400, "data is not FP32: a value overflows it"),
     ("wrong input name", {"inputs": [{**request()["inputs"][0], "name": "x"}]}, 400, "missing ['input']"),
     ("input twice", {"inputs": request()["inputs"] * 2}, 400, "given twice"),
     ("unknown output", request(outputs=[{"name": "nope"}]), 400, "unknown outputs ['nope']"),

@@ -1,0 +1,72 @@
+"""The adaptive batcher with a fake model that records the batches it ran."""
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tandem.batching import AdaptiveBatcher
+from tandem.runtime import Model
+
+
+class Doubler(Model):
+    def __init__(self, fail: bool = False):
+        card = {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, -1]}],
+        }
+        super().__init__(Path("."), card)
+        self.batches: list[tuple[int, ...]] = []
+        self.fail = fail
+
+    def run(self, inputs, outputs):
+        self.batches.append(inputs["x"].shape)
+        if self.fail:
+            raise RuntimeError("the model broke")
+        return {"y": inputs["x"] * 2}
+
+
+async def predict_all(batcher: AdaptiveBatcher, requests: list[np.ndarray]) -> list[np.ndarray]:
+    results = await asyncio.gather(*(batcher.predict({"x": x}, ["y"]) for x in requests))
+    return [result["y"] for result in results]
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_rows():
+    model = Doubler()
+    batcher = AdaptiveBatcher(model, ("m", "1"), max_batch_size=4, max_wait=0.05)
+    requests = [np.full((1, 3), n, np.float32) for n in range(10)]
+    results = asyncio.run(predict_all(batcher, requests))
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result, request * 2)
+    assert max(shape[0] for shape in model.batches) == 4
+    assert sum(shape[0] for shape in model.batches) == 10
+
+
+def test_requests_of_different_shapes_run_in_separate_batches():
+    model = Doubler()
+    batcher = AdaptiveBatcher(model, ("m", "1"), max_batch_size=8, max_wait=0.05)
+    requests = [np.full((2, 3), 1, np.float32), np.full((1, 5), 2, np.float32), np.full((1, 3), 3, np.float32)]
+    results = asyncio.run(predict_all(batcher, requests))
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result, request * 2)
+    assert sorted(model.batches) == [(1, 5), (3, 3)]
+
+
+def test_a_failing_batch_fails_every_request_in_it():
+    batcher = AdaptiveBatcher(Doubler(fail=True), ("m", "1"), max_batch_size=4, max_wait=0.05)
+
+    async def scenario():
+        return await asyncio.gather(
+            *(batcher.predict({"x": np.ones((1, 2), np.float32)}, ["y"]) for _ in range(3)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
+
+
+def test_a_model_whose_outputs_are_not_batch_major_cannot_batch():
+    model = Doubler()
+    model.outputs["y"] = model.outputs["y"].__class__("y", "FP32", [3])
+    with pytest.raises(ValueError, match="cannot batch"):
+        AdaptiveBatcher(model, ("m", "1"), max_batch_size=4, max_wait=0.01)
