@@ -48,7 +48,8 @@ class ModelNotFound(InferenceError):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Fields we do not know are ignored: clients add their own (KServe's sends model_name).
+    model_config = ConfigDict(extra="ignore")
 
 
 class RequestInput(_Message):

@@ -172,6 +172,15 @@ class Stack:
         )
         return sidecar
 
+    def start_service(self, app_id: str, models: Path, **env: str) -> tuple[Sidecar, int]:
+        """A Tandem service (`python -m <app_id>`) and its sidecar; returns the sidecar and the app's port."""
+        app_port = free_port()
+        prefix = app_id.upper()
+        self.start_app(
+            app_id, [sys.executable, "-m", app_id], app_port, **{f"{prefix}_MODEL_REPOSITORY": str(models)}, **env
+        )
+        return self.start_sidecar(app_id, self.components({}), app_port), app_port
+
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Process:
         process = Process.start(name, command, self.work, env or environment())
         self.processes.append(process)

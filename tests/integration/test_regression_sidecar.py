@@ -1,7 +1,6 @@
 """The regression service behind a real daprd: inference through the sidecar and API tokens both ways."""
 
 import json
-import sys
 from pathlib import Path
 
 import httpx
@@ -9,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from .stack import Sidecar, Stack, free_port
+from .stack import Sidecar, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -22,15 +21,7 @@ INFER = {"inputs": [{"name": "input", "shape": [2, 10], "datatype": "FP32", "dat
 
 @pytest.fixture(scope="module")
 def service(stack: Stack, model_repository: Path) -> tuple[Sidecar, int]:
-    app_port = free_port()
-    stack.start_app(
-        "regression",
-        [sys.executable, "-m", "regression"],
-        app_port,
-        REGRESSION_MODEL_REPOSITORY=str(model_repository),
-    )
-    sidecar = stack.start_sidecar("regression", stack.components({}), app_port)
-    return sidecar, app_port
+    return stack.start_service("regression", model_repository)
 
 
 def onnx_prediction(model_repository: Path) -> np.ndarray:
