@@ -29,11 +29,21 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
+def sources(recipe) -> list[Path]:
+    """The files a model may be built from: every recipe (they import each other), its service's code and the kit."""
+    apps = HERE.parent / "apps"
+    return sorted(
+        [*(HERE / "recipes").glob("*.py"), *(apps / recipe.SERVICE).glob("*.py"), *(apps / "tandem").glob("*.py")]
+    )
+
+
 def provenance(recipe, recipe_name: str, seed: int) -> dict:
-    recipe_file = HERE / "recipes" / f"{recipe_name}.py"
+    digest = hashlib.sha256()
+    for path in sources(recipe):
+        digest.update(path.relative_to(HERE.parent).as_posix().encode() + b"\0" + path.read_bytes())
     return {
         "recipe": f"models/recipes/{recipe_name}.py",
-        "recipe_sha256": hashlib.sha256(recipe_file.read_bytes()).hexdigest(),
+        "sources_sha256": digest.hexdigest(),
         "seed": seed,
         "packages": {package: version(package) for package in PACKAGES + list(getattr(recipe, "PACKAGES", []))},
         "python": sys.version.split()[0],

@@ -37,7 +37,7 @@ def test_the_card_records_provenance(card, model_repository):
     artefact = (model_repository / "diabetes" / "1" / "model.onnx").read_bytes()
     assert provenance["artefacts_sha256"]["model.onnx"] == hashlib.sha256(artefact).hexdigest()
     assert set(provenance["packages"]) >= {"scikit-learn", "skl2onnx", "onnxruntime"}
-    assert card["data"]["sha256"] and provenance["recipe_sha256"]
+    assert card["data"]["sha256"] and provenance["sources_sha256"]
 
 
 def test_builds_are_reproducible(tmp_path, card):

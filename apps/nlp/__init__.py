@@ -1,0 +1,1 @@
+"""The NLP service: sentence embeddings, sentiment, zero-shot classification and semantic search."""

@@ -1,0 +1,54 @@
+"""Runtimes of the text models: UTF-8 text in, tokenised here, one ONNX graph from tokens to the answer."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tandem.runtime import Model, onnx_session
+
+from .text import MAX_CHARACTERS, MAX_TOKENS, TextTokeniser, decode_texts
+
+
+class TextModel(Model):
+    """A model.onnx taking input_ids/attention_mask, served behind one BYTES input `text`."""
+
+    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+        super().__init__(folder, card, intra_op_threads)
+        settings = card.get("tokenizer", {})
+        self.tokeniser = TextTokeniser(
+            folder / settings.get("file", "tokenizer.json"),
+            max_tokens=settings.get("max_tokens", MAX_TOKENS),
+            max_characters=settings.get("max_characters", MAX_CHARACTERS),
+        )
+        self.session = onnx_session(folder / card.get("artefact", "model.onnx"), intra_op_threads)
+        # The first run allocates and plans; pay for it at load, not on a user's request.
+        self.forward(["warm up"])
+
+    def forward(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Every output of the graph for `texts`, by name."""
+        names = [output.name for output in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, self.tokeniser.encode(texts)), strict=True))
+
+    def texts(self, inputs: dict[str, np.ndarray]) -> list[str]:
+        return decode_texts(inputs["text"])
+
+
+class TextEmbedder(TextModel):
+    """One unit-length sentence embedding per text."""
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        return {"embedding": self.forward(self.texts(inputs))["embedding"]}
+
+
+class SentimentClassifier(TextModel):
+    """Class probabilities per text (in the card's label order) and the most probable label."""
+
+    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+        super().__init__(folder, card, intra_op_threads)
+        self.labels = list(card["labels"])
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        probabilities = self.forward(self.texts(inputs))["probabilities"]
+        labels = np.array([self.labels[index] for index in probabilities.argmax(axis=1)], dtype=object)
+        return {"probabilities": probabilities, "label": labels}
