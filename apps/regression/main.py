@@ -1,7 +1,14 @@
-"""The regression service's app: serves its tabular models over the Open Inference Protocol v2."""
+"""The regression service: tabular models over the Open Inference Protocol v2, and rows of named
+features in plain JSON for people."""
 
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Body, Request
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from tandem.protocol import InferenceError
 from tandem.server import make_app
 from tandem.settings import ModelNames, ServiceSettings
 
@@ -11,7 +18,60 @@ class RegressionSettings(ServiceSettings):
 
     port: int = 8003
     models: ModelNames = ["diabetes"]
+    max_rows: int = 1000
 
 
 settings = RegressionSettings()
-app = make_app("regression", settings)
+
+
+class Rows(BaseModel):
+    rows: Annotated[list[dict[str, float]], Field(min_length=1, max_length=settings.max_rows)]
+
+
+router = APIRouter(tags=["Tabular models for people"])
+EXAMPLE = {
+    "rows": [
+        {
+            "age": 0.04,
+            "sex": 0.05,
+            "bmi": 0.06,
+            "bp": 0.02,
+            "s1": -0.04,
+            "s2": -0.03,
+            "s3": -0.04,
+            "s4": 0.0,
+            "s5": 0.02,
+            "s6": -0.02,
+        }
+    ]
+}
+
+
+@router.post("/predict/{model}")
+async def predict(request: Request, model: str, body: Annotated[Rows, Body(examples=[EXAMPLE])]) -> dict[str, Any]:
+    """Predictions for rows of named features (the model card lists them: GET /v2/models/{model})."""
+    served = request.app.state.dataplane.repository.get(model)
+    spec = served.card["inputs"][0]
+    features: list[str] = spec["features"]
+    for index, row in enumerate(body.rows):
+        missing, unknown = set(features) - row.keys(), row.keys() - set(features)
+        if missing or unknown:
+            raise InferenceError(f"rows[{index}]: missing features {sorted(missing)}, unknown {sorted(unknown)}")
+    table = np.array([[row[name] for name in features] for row in body.rows], dtype=np.float32)
+    results = await served.predict({spec["name"]: table}, None)
+    return {
+        "model": served.name,
+        "version": served.version,
+        "predictions": [
+            {name: _plain(array[index]) for name, array in results.items()} for index in range(len(body.rows))
+        ],
+    }
+
+
+def _plain(value: np.ndarray) -> Any:
+    """One row of an output as JSON: a scalar when the row holds one value."""
+    value = np.asarray(value)
+    return value.item() if value.size == 1 else value.tolist()
+
+
+app = make_app("regression", settings, routers=(router,))

@@ -3,6 +3,8 @@
 import time
 from typing import Any
 
+import numpy as np
+
 from .metrics import INFERENCE_SECONDS, INFERENCES
 from .protocol import InferenceError, InferenceResponse, binary_outputs, decode_request, encode_response
 from .repository import ModelRepository
@@ -44,6 +46,12 @@ class DataPlane:
         INFERENCES.labels(model.name, model.version, "ok").inc()
         INFERENCE_SECONDS.labels(model.name, model.version).observe(time.perf_counter() - started)
         return encoded
+
+    async def predict(
+        self, name: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None, version: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """A model's outputs for arrays already decoded: what the routes for people call."""
+        return await self.repository.get(name, version).predict(inputs, outputs)
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         return [entry for entry in self.repository.index() if not ready_only or entry["state"] == "READY"]

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -16,13 +17,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
 from .protocol import HEADER_LENGTH, InferenceError, InferenceRequest, InferenceResponse
 from .repository import ModelRepository
 from .settings import DaprSettings, ServiceSettings
-from .sidecar import Sidecar
+from .sidecar import Sidecar, SidecarError
 
 JSON = "application/json"
 
@@ -52,6 +54,7 @@ def make_app(
 
     app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=lifespan)
     app.state.settings = settings
+    app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token)
     _add_error_handlers(app)
     app.include_router(_oip_router(settings.max_body_bytes))
@@ -60,6 +63,24 @@ def make_app(
         app.include_router(router)
     app.openapi = lambda: _openapi(app)
     return app
+
+
+class JsonByDefaultMiddleware:
+    """A body sent without Content-Type is read as JSON (curl -d sends form encoding, others send none)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            content_type = next((value for name, value in headers if name == b"content-type"), None)
+            if content_type is None or content_type == b"application/x-www-form-urlencoded":
+                scope = {
+                    **scope,
+                    "headers": [*(h for h in headers if h[0] != b"content-type"), (b"content-type", JSON.encode())],
+                }
+        await self.app(scope, receive, send)
 
 
 def serve(app_path: str, settings: ServiceSettings, dapr: DaprSettings | None = None) -> None:
@@ -172,6 +193,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         return _error(422, f"invalid request at '{where}': {first['msg']}")
+
+    @app.exception_handler(SidecarError)
+    async def sidecar_error(request: Request, error: SidecarError) -> JSONResponse:
+        return _error(502, str(error))
+
+    @app.exception_handler(httpx.TransportError)
+    async def sidecar_unreachable(request: Request, error: httpx.TransportError) -> JSONResponse:
+        return _error(503, f"the Dapr sidecar could not be reached: {type(error).__name__}: {error}")
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

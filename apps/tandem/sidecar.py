@@ -104,11 +104,15 @@ class Sidecar:
             return None, None
         return response.json(), response.headers.get("etag")
 
-    async def save_state(self, store: str, key: str, value: Any, *, etag: str | None = None) -> None:
-        """Saves one key. With an `etag`, the write succeeds only if the key is still at that version."""
+    async def save_state(
+        self, store: str, key: str, value: Any, *, etag: str | None = None, only_if_absent: bool = False
+    ) -> None:
+        """Saves one key. With an `etag`, the write succeeds only if the key is still at that version;
+        with `only_if_absent`, only if the key does not exist yet (the store refuses it otherwise)."""
         item: dict[str, Any] = {"key": key, "value": value}
         if etag is not None:
             item["etag"] = etag
+        if etag is not None or only_if_absent:
             item["options"] = {"concurrency": "first-write"}
         response = await self.http.post(f"/v1.0/state/{store}", content=json.dumps([item]))
         _raise_for_status(response, f"save state {store}/{key}")

@@ -138,8 +138,10 @@ class Stack:
         )
         return process
 
-    def start_sidecar(self, app_id: str, resources: Path, app_port: int | None = None) -> Sidecar:
-        http_port = free_port()
+    def start_sidecar(
+        self, app_id: str, resources: Path, app_port: int | None = None, http_port: int | None = None
+    ) -> Sidecar:
+        http_port = http_port or free_port()
         command = [
             str(DAPRD),
             "--app-id", app_id,
@@ -174,12 +176,10 @@ class Stack:
 
     def start_service(self, app_id: str, models: Path, **env: str) -> tuple[Sidecar, int]:
         """A Tandem service (`python -m <app_id>`) and its sidecar; returns the sidecar and the app's port."""
-        app_port = free_port()
-        prefix = app_id.upper()
-        self.start_app(
-            app_id, [sys.executable, "-m", app_id], app_port, **{f"{prefix}_MODEL_REPOSITORY": str(models)}, **env
-        )
-        return self.start_sidecar(app_id, self.components({}), app_port), app_port
+        app_port, sidecar_port = free_port(), free_port()
+        env = {f"{app_id.upper()}_MODEL_REPOSITORY": str(models), "DAPR_HTTP_PORT": str(sidecar_port), **env}
+        self.start_app(app_id, [sys.executable, "-m", app_id], app_port, **env)
+        return self.start_sidecar(app_id, self.components({}), app_port, sidecar_port), app_port
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Process:
         process = Process.start(name, command, self.work, env or environment())
