@@ -21,16 +21,20 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 
+token="dapr-api-token: $DAPR_API_TOKEN"
 cat <<MSG
 
 Tandem is starting (Redis on localhost:$redis_port, data in .data/redis). When the apps are up:
-  regression     http://localhost:8003/docs              (the app itself; calls need the app token)
-  its sidecar    http://localhost:3503/v1.0/metadata
-  metrics        http://localhost:8003/metrics  (app)  http://localhost:9093/metrics  (sidecar)
+  service      app (OpenAPI at /docs)   its sidecar            sidecar metrics
+  nlp          http://localhost:8002    http://localhost:3502  http://localhost:9092/metrics
+  regression   http://localhost:8003    http://localhost:3503  http://localhost:9093/metrics
+Apps answer only their sidecar (APP_API_TOKEN); call them through a sidecar with DAPR_API_TOKEN:
 
-Call the diabetes model through the sidecar:
-  curl -s -H 'dapr-api-token: $DAPR_API_TOKEN' http://localhost:3503/v1.0/invoke/regression/method/v2/models/diabetes/infer \\
+  curl -s -H '$token' localhost:3503/v1.0/invoke/regression/method/v2/models/diabetes/infer \\
     -d '{"inputs":[{"name":"input","shape":[1,10],"datatype":"FP32","data":[0.04,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02]}]}'
+  curl -s -H '$token' localhost:3502/v1.0/invoke/nlp/method/sentiment -d '{"texts":["I love it","It broke"]}'
+  curl -s -H '$token' -H 'dapr-app-id: nlp' localhost:3502/classify \\
+    -d '{"text":"The striker scored twice.","labels":["sport","finance","cooking"]}'
 
 Ctrl-C stops everything.
 

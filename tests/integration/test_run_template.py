@@ -14,7 +14,8 @@ from .stack import ROOT, Process, Stack, environment, wait_until
 pytestmark = pytest.mark.integration
 
 TEMPLATE = yaml.safe_load((ROOT / "dapr.yaml").read_text())
-REGRESSION = next(app for app in TEMPLATE["apps"] if app["appID"] == "regression")
+APPS = {app["appID"]: app for app in TEMPLATE["apps"]}
+REGRESSION, NLP = APPS["regression"], APPS["nlp"]
 REDIS_PORT = 16379  # the port components/*.yaml point at
 ROW = [0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]
 
@@ -25,7 +26,7 @@ def port_in_use(port: int) -> bool:
 
 
 def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_repository):
-    ports = [REDIS_PORT, REGRESSION["appPort"], REGRESSION["daprHTTPPort"], REGRESSION["daprGRPCPort"]]
+    ports = [REDIS_PORT] + [app[key] for app in APPS.values() for key in ("appPort", "daprHTTPPort", "daprGRPCPort")]
     busy = [port for port in ports if port_in_use(port)]
     if busy:
         pytest.fail(f"ports {busy} are taken (is `make run` running?): the template needs them")
@@ -62,6 +63,13 @@ def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_rep
         metadata = httpx.get(f"{sidecar}/v1.0/metadata", headers=headers).json()
         assert metadata["runtimeVersion"] == (ROOT / ".runtime" / ".dapr" / "bin" / "daprd.version").read_text().strip()
         assert {component["name"] for component in metadata["components"]} == {"pubsub"}
+        nlp = f"http://127.0.0.1:{NLP['daprHTTPPort']}"
+        sentiment = httpx.post(
+            f"{nlp}/v1.0/invoke/nlp/method/sentiment", json={"texts": ["I love it"]}, headers=headers
+        )
+        assert sentiment.json()["results"][0]["label"] == "positive"
+        nlp_components = httpx.get(f"{nlp}/v1.0/metadata", headers=headers).json()["components"]
+        assert {component["name"] for component in nlp_components} == {"pubsub", "statestore"}
 
         # Ctrl-C: the CLI alone gets the signal and must take its sidecar and app down with it.
         dapr.popen.send_signal(signal.SIGINT)
@@ -70,7 +78,7 @@ def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_rep
         while time.monotonic() < deadline and _group_alive(dapr.popen.pid):
             time.sleep(0.1)
         assert not _group_alive(dapr.popen.pid), "dapr run left processes behind"
-        assert not port_in_use(REGRESSION["appPort"]) and not port_in_use(REGRESSION["daprHTTPPort"])
+        assert not any(port_in_use(app[key]) for app in APPS.values() for key in ("appPort", "daprHTTPPort"))
     finally:
         dapr.stop(signal.SIGKILL)
         stack.close()
