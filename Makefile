@@ -33,8 +33,8 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 lint: deps
-	$(BIN)/ruff check apps models tests
-	$(BIN)/ruff format --check apps models tests
+	$(BIN)/ruff check apps models tests bench
+	$(BIN)/ruff format --check apps models tests bench
 
 clean:
 	rm -rf $(VENV) $(RUNTIME) .data apps/*/.dapr
