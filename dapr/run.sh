@@ -26,6 +26,7 @@ cat <<MSG
 
 Tandem is starting (Redis on localhost:$redis_port, data in .data/redis). When the apps are up:
   service      app (OpenAPI at /docs)   its sidecar            sidecar metrics
+  vision       http://localhost:8001    http://localhost:3501  http://localhost:9091/metrics
   nlp          http://localhost:8002    http://localhost:3502  http://localhost:9092/metrics
   regression   http://localhost:8003    http://localhost:3503  http://localhost:9093/metrics
 Apps answer only their sidecar (APP_API_TOKEN); call them through a sidecar with DAPR_API_TOKEN:
@@ -35,6 +36,8 @@ Apps answer only their sidecar (APP_API_TOKEN); call them through a sidecar with
   curl -s -H '$token' localhost:3502/v1.0/invoke/nlp/method/sentiment -d '{"texts":["I love it","It broke"]}'
   curl -s -H '$token' -H 'dapr-app-id: nlp' localhost:3502/classify \\
     -d '{"text":"The striker scored twice.","labels":["sport","finance","cooking"]}'
+
+  curl -s -H '$token' localhost:3501/v1.0/invoke/vision/method/ocr --data-binary @page.png
 
 Ctrl-C stops everything.
 

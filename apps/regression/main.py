@@ -17,7 +17,7 @@ class RegressionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REGRESSION_", extra="ignore")
 
     port: int = 8003
-    models: ModelNames = ["diabetes"]
+    models: ModelNames = ["diabetes", "maintenance-rul", "maintenance-failure", "clusters", "reduction"]
     max_rows: int = 1000
 
 

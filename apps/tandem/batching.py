@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE
+from .protocol import InferenceError
 from .runtime import Model
 
 
@@ -94,7 +95,14 @@ class AdaptiveBatcher:
         BATCH_SIZE.labels(*self.labels).observe(sum(pending.rows for pending in live))
         try:
             results = await asyncio.to_thread(self.model.run, inputs, list(self.model.outputs))
-        except Exception as error:  # every request of the batch gets the model's failure
+        except InferenceError as error:
+            if len(live) > 1:  # one request's bad data (say, a corrupt image) must not fail its neighbours
+                for pending in live:
+                    await self._run([pending])
+                return
+            live[0].future.set_exception(error)
+            return
+        except Exception as error:  # the model itself broke: every request of the batch gets the failure
             for pending in live:
                 if not pending.future.done():
                     pending.future.set_exception(error)

@@ -132,13 +132,13 @@ def _oip_router(max_body_bytes: int) -> APIRouter:
     )
     async def infer(request: Request, model: str, version: str | None = None) -> Response:
         # Parsed here rather than by FastAPI: JSON needs no Content-Type, and binary tensors follow the JSON.
-        body = await _read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes)
         content, headers = await dataplane(request).infer(model, version, body, request.headers.get(HEADER_LENGTH))
         return Response(content, headers=headers)
 
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
-        body = await _read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes)
         try:
             options = json.loads(body) if body.strip() else {}
         except ValueError:
@@ -159,7 +159,7 @@ def _oip_router(max_body_bytes: int) -> APIRouter:
     return router
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise InferenceError(f"request body of {declared} bytes is over the limit of {limit}", 413)

@@ -16,6 +16,8 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import train_test_split
 
+from recipes._onnx import onnx_bytes
+
 NAME = "diabetes"
 VERSION = "1"
 SERVICE = "regression"
@@ -41,7 +43,7 @@ def build(seed: int, folder: Path) -> dict:
     _, x_test, _, y_test = split(seed)
     model = train(seed)
     graph = convert_sklearn(model, NAME, initial_types=[("input", FloatTensorType([None, len(FEATURES)]))])
-    (folder / "model.onnx").write_bytes(graph.SerializeToString())
+    (folder / "model.onnx").write_bytes(onnx_bytes(graph))
     predicted = model.predict(x_test)
     features, target = load_diabetes(return_X_y=True)
     card = {

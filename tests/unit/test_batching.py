@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from tandem.batching import AdaptiveBatcher
+from tandem.protocol import InferenceError
 from tandem.runtime import Model
 
 
 class Doubler(Model):
+    """y = 2x; a row holding a negative number is bad input, like a corrupt image."""
+
     def __init__(self, fail: bool = False):
         card = {
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}],
@@ -24,6 +27,8 @@ class Doubler(Model):
         self.batches.append(inputs["x"].shape)
         if self.fail:
             raise RuntimeError("the model broke")
+        if (inputs["x"] < 0).any():
+            raise InferenceError("negative input")
         return {"y": inputs["x"] * 2}
 
 
@@ -63,6 +68,19 @@ def test_a_failing_batch_fails_every_request_in_it():
 
     outcomes = asyncio.run(scenario())
     assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
+
+
+def test_one_bad_request_fails_alone_and_its_batch_neighbours_succeed():
+    batcher = AdaptiveBatcher(Doubler(), ("m", "1"), max_batch_size=8, max_wait=0.05)
+
+    async def scenario():
+        rows = [np.full((1, 2), value, np.float32) for value in (1, -1, 2)]
+        return await asyncio.gather(*(batcher.predict({"x": x}, ["y"]) for x in rows), return_exceptions=True)
+
+    first, bad, third = asyncio.run(scenario())
+    assert isinstance(bad, InferenceError)
+    np.testing.assert_array_equal(first["y"], [[2, 2]])
+    np.testing.assert_array_equal(third["y"], [[4, 4]])
 
 
 def test_a_model_whose_outputs_are_not_batch_major_cannot_batch():

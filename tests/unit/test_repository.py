@@ -29,7 +29,7 @@ def repository(tmp_path, model_repository):
 
 
 async def with_app(repository, scenario, **settings):
-    app = make_app("regression", RegressionSettings(model_repository=repository, **settings))
+    app = make_app("regression", RegressionSettings(model_repository=repository, models=["diabetes"], **settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://regression") as client:

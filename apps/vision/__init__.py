@@ -1,0 +1,1 @@
+"""The vision service: image classification (digits, a CNN), OCR and face detection."""
