@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageFont
+from skimage import data as test_images
 
 from tandem.protocol import InferenceError
 from tandem.runtime import Model, OnnxModel, runtime_class
@@ -62,7 +63,6 @@ def batch(*encoded: bytes) -> dict[str, np.ndarray]:
 
 
 def skimage_png(name: str) -> bytes:
-    test_images = pytest.importorskip("skimage.data")
     return png(getattr(test_images, name)())
 
 
