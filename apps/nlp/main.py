@@ -35,6 +35,10 @@ Texts = Annotated[list[str], Field(min_length=1, max_length=settings.max_texts)]
 class TextsRequest(BaseModel):
     texts: Texts
 
+    model_config = {
+        "json_schema_extra": {"examples": [{"texts": ["I love this phone.", "The battery died in a day."]}]}
+    }
+
 
 class ClassifyRequest(BaseModel):
     text: str
@@ -51,10 +55,18 @@ class Document(BaseModel):
 class DocumentsRequest(BaseModel):
     documents: Annotated[list[Document], Field(min_length=1, max_length=settings.max_texts)]
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"documents": [{"id": "goal", "text": "The striker scored twice in the final."}]}]
+        }
+    }
+
 
 class SearchRequest(BaseModel):
     query: str
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
+
+    model_config = {"json_schema_extra": {"examples": [{"query": "who won the match?", "top_k": 3}]}}
 
 
 router = APIRouter(tags=["NLP for people"])

@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
@@ -55,6 +55,7 @@ def make_app(
     app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(JsonByDefaultMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token)
     _add_error_handlers(app)
     app.include_router(_oip_router(settings.max_body_bytes))
@@ -63,6 +64,55 @@ def make_app(
         app.include_router(router)
     app.openapi = lambda: _openapi(app)
     return app
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over `limit` bytes with 413 on every route, before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send, f"request body of {int(declared)} bytes is over the limit of {self.limit}")
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _too_large(send, f"request body is over the limit of {self.limit} bytes")
+
+
+async def _too_large(send: Send, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class JsonByDefaultMiddleware:

@@ -21,7 +21,8 @@ DOCUMENTS = [
 
 @pytest.fixture(scope="module")
 def nlp(stack: Stack, model_repository: Path) -> httpx.Client:
-    sidecar, _ = stack.start_service("nlp", model_repository)
+    # Under the sidecar's own 4 MiB limit, so that the app's clear 413 is what a caller sees.
+    sidecar, _ = stack.start_service("nlp", model_repository, NLP_MAX_BODY_BYTES=str(1024 * 1024))
     base = f"{sidecar.url}/v1.0/invoke/nlp/method"
     with httpx.Client(base_url=base, headers={"dapr-api-token": stack.dapr_api_token}, timeout=30) as client:
         client.sidecar_port = sidecar.http_port
@@ -79,7 +80,8 @@ def test_sentiment_and_zero_shot_classification(nlp: httpx.Client):
     ("route", "body", "status", "message"),
     [
         ("/embed", {"texts": [""]}, 400, "empty"),
-        ("/embed", {"texts": ["x" * 100_000]}, 400, "limit is 2000"),
+        ("/embed", {"texts": ["x" * 900_000]}, 400, "limit is 2000"),
+        ("/sentiment", {"texts": ["word " * 600_000]}, 413, "over the limit"),
         ("/embed", {"texts": []}, 422, "at least 1"),
         ("/classify", {"text": "hi", "labels": ["only one"]}, 422, "at least 2"),
         ("/collections/../search", {"query": "x"}, 404, ""),
