@@ -15,7 +15,6 @@ OPEN_PATHS = frozenset(
     {
         "/v2/health/live",
         "/v2/health/ready",
-        "/healthz",
         "/metrics",
         "/docs",
         "/docs/oauth2-redirect",

@@ -4,7 +4,7 @@ Routes only translate HTTP to the data plane and back; errors leave as `{"error"
 """
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
 from typing import Any
@@ -34,7 +34,6 @@ def make_app(
     settings: ServiceSettings,
     dapr: DaprSettings | None = None,
     routers: tuple[APIRouter, ...] = (),
-    on_startup: Callable[[FastAPI], Any] | None = None,
 ) -> FastAPI:
     """Builds the service `name`: OIP routes for `settings.models`, health, /metrics, /docs, app-token check."""
     dapr = dapr or DaprSettings()
@@ -47,18 +46,15 @@ def make_app(
             await repository.load(model)
         app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
         app.state.sidecar = Sidecar.from_settings(dapr)
-        if on_startup is not None:
-            await on_startup(app)
         yield
         await app.state.sidecar.aclose()
 
     app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=lifespan)
-    app.state.settings = settings
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token)
     _add_error_handlers(app)
-    app.include_router(_oip_router(settings.max_body_bytes))
+    app.include_router(_oip_router())
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)
@@ -145,7 +141,7 @@ def serve(app_path: str, settings: ServiceSettings, dapr: DaprSettings | None = 
     )
 
 
-def _oip_router(max_body_bytes: int) -> APIRouter:
+def _oip_router() -> APIRouter:
     router = APIRouter(tags=["Open Inference Protocol v2"])
 
     def dataplane(request: Request) -> DataPlane:
@@ -182,13 +178,13 @@ def _oip_router(max_body_bytes: int) -> APIRouter:
     )
     async def infer(request: Request, model: str, version: str | None = None) -> Response:
         # Parsed here rather than by FastAPI: JSON needs no Content-Type, and binary tensors follow the JSON.
-        body = await read_body(request, max_body_bytes)
+        body = await request.body()  # within settings.max_body_bytes: BodyLimitMiddleware sees to it
         content, headers = await dataplane(request).infer(model, version, body, request.headers.get(HEADER_LENGTH))
         return Response(content, headers=headers)
 
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
-        body = await read_body(request, max_body_bytes)
+        body = await request.body()
         try:
             options = json.loads(body) if body.strip() else {}
         except ValueError:
@@ -207,18 +203,6 @@ def _oip_router(max_body_bytes: int) -> APIRouter:
         return Response(status_code=200)
 
     return router
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise InferenceError(f"request body of {declared} bytes is over the limit of {limit}", 413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise InferenceError(f"request body is over the limit of {limit} bytes", 413)
-    return bytes(body)
 
 
 async def _metrics() -> Response:

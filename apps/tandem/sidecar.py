@@ -4,7 +4,6 @@ One instance per process, built at start-up: the connection pool is what keeps t
 invocation, pub/sub and state to a round trip on an open socket.
 """
 
-import asyncio
 import json
 from typing import Any
 
@@ -57,20 +56,6 @@ class Sidecar:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    async def healthy(self) -> bool:
-        try:
-            response = await self.http.get("/v1.0/healthz")
-        except httpx.TransportError:
-            return False
-        return response.status_code == 204
-
-    async def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await self.healthy():
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"sidecar at {self.http.base_url} not healthy after {timeout}s")
-            await asyncio.sleep(0.2)
 
     async def invoke(
         self,

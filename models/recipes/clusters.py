@@ -14,7 +14,6 @@ cluster centre in standardised units. Silhouette is modest: most of the 45 featu
 from pathlib import Path
 
 import numpy as np
-from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
@@ -22,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from recipes._onnx import onnx_bytes
+from recipes._onnx import write_sklearn_onnx
 from recipes.maintenance_rul import INPUTS, PREPROCESSING, data_card, split
 from tandem import fleet
 
@@ -77,13 +76,13 @@ def build(seed: int, folder: Path) -> dict:
     """Writes model.onnx into `folder`; returns the card fields this recipe knows (build.py adds provenance)."""
     training, test = split(seed)
     model = train(seed)
-    graph = convert_sklearn(
+    write_sklearn_onnx(
         model,
         NAME,
-        initial_types=[("input", FloatTensorType([None, len(fleet.FEATURES)]))],
+        len(fleet.FEATURES),
+        folder,
         final_types=[("cluster", Int64TensorType([None])), ("distances", FloatTensorType([None, CLUSTERS]))],
     )
-    (folder / "model.onnx").write_bytes(onnx_bytes(graph))
     labels = model.predict(test.features)
     scaled = model.named_steps["scale"].transform(test.features)
     silhouette = silhouette_score(scaled, labels, sample_size=SILHOUETTE_SAMPLE, random_state=seed)

@@ -9,14 +9,12 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import train_test_split
 
-from recipes._onnx import onnx_bytes
+from recipes._onnx import write_sklearn_onnx
 
 NAME = "diabetes"
 VERSION = "1"
@@ -42,8 +40,7 @@ def build(seed: int, folder: Path) -> dict:
     """Writes model.onnx into `folder`; returns the card fields this recipe knows (build.py adds provenance)."""
     _, x_test, _, y_test = split(seed)
     model = train(seed)
-    graph = convert_sklearn(model, NAME, initial_types=[("input", FloatTensorType([None, len(FEATURES)]))])
-    (folder / "model.onnx").write_bytes(onnx_bytes(graph))
+    write_sklearn_onnx(model, NAME, len(FEATURES), folder)
     predicted = model.predict(x_test)
     features, target = load_diabetes(return_X_y=True)
     card = {

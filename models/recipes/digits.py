@@ -11,12 +11,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
+from recipes._onnx import write_sklearn_onnx
 from vision.runtimes import DIGIT_GRID, digit_features
 
 NAME = "digits"
@@ -90,13 +89,7 @@ def build(seed: int, folder: Path) -> dict:
     """Writes model.onnx (8x8 features -> label, probabilities); the runtime class turns images into features."""
     splits = split(seed)
     model = train(seed, splits)
-    graph = convert_sklearn(
-        model,
-        NAME,
-        initial_types=[("input", FloatTensorType([None, FEATURES]))],
-        options={id(model): {"zipmap": False}},
-    )
-    (folder / "model.onnx").write_bytes(graph.SerializeToString())
+    write_sklearn_onnx(model, NAME, FEATURES, folder, options={id(model): {"zipmap": False}})
     bundled = load_digits()
     return {
         "description": "The digit (0-9) an image shows: handwritten or printed, dark on light or light on dark.",

@@ -9,12 +9,10 @@ records both, with the base rate that says how rare "failing" is.
 from pathlib import Path
 
 import numpy as np
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import accuracy_score, average_precision_score, precision_score, recall_score, roc_auc_score
 
-from recipes._onnx import onnx_bytes
+from recipes._onnx import write_sklearn_onnx
 from recipes.maintenance_rul import INPUTS, PREPROCESSING, data_card, split
 from tandem import fleet
 
@@ -43,13 +41,13 @@ def build(seed: int, folder: Path) -> dict:
     """Writes model.onnx into `folder`; returns the card fields this recipe knows (build.py adds provenance)."""
     training, test = split(seed)
     model = train(seed)
-    graph = convert_sklearn(
+    write_sklearn_onnx(
         model,
         NAME,
-        initial_types=[("input", FloatTensorType([None, len(fleet.FEATURES)]))],
+        len(fleet.FEATURES),
+        folder,
         options={id(model): {"zipmap": False}},  # probabilities as a plain [rows, 2] tensor, not a list of maps
     )
-    (folder / "model.onnx").write_bytes(onnx_bytes(graph))
     truth = target(test.rul)
     failing = model.predict_proba(test.features)[:, 1]
     predicted = (failing > 0.5).astype(np.int64)

@@ -14,12 +14,11 @@ cycles on windows with at most 50 cycles left).
 from pathlib import Path
 
 import numpy as np
-from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from recipes._onnx import onnx_bytes
+from recipes._onnx import write_sklearn_onnx
 from tandem import fleet
 
 NAME = "maintenance-rul"
@@ -81,13 +80,7 @@ def build(seed: int, folder: Path) -> dict:
     """Writes model.onnx into `folder`; returns the card fields this recipe knows (build.py adds provenance)."""
     training, test = split(seed)
     model = train(seed)
-    graph = convert_sklearn(
-        model,
-        NAME,
-        initial_types=[("input", FloatTensorType([None, len(fleet.FEATURES)]))],
-        final_types=[("rul", FloatTensorType([None, 1]))],
-    )
-    (folder / "model.onnx").write_bytes(onnx_bytes(graph))
+    write_sklearn_onnx(model, NAME, len(fleet.FEATURES), folder, final_types=[("rul", FloatTensorType([None, 1]))])
     truth = target(test.rul)
     predicted = model.predict(test.features)
     baseline = np.full_like(truth, target(training.rul).mean())  # the naive model: the training mean, always

@@ -10,14 +10,13 @@ per-reading noise, which is why a few components explain well under half of it.
 from pathlib import Path
 
 import numpy as np
-from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from recipes._onnx import onnx_bytes
+from recipes._onnx import write_sklearn_onnx
 from recipes.maintenance_rul import INPUTS, PREPROCESSING, RUL_CAP, data_card, split
 from tandem import fleet
 
@@ -40,13 +39,9 @@ def build(seed: int, folder: Path) -> dict:
     """Writes model.onnx into `folder`; returns the card fields this recipe knows (build.py adds provenance)."""
     training, test = split(seed)
     model = train(seed)
-    graph = convert_sklearn(
-        model,
-        NAME,
-        initial_types=[("input", FloatTensorType([None, len(fleet.FEATURES)]))],
-        final_types=[("projection", FloatTensorType([None, COMPONENTS]))],
+    write_sklearn_onnx(
+        model, NAME, len(fleet.FEATURES), folder, final_types=[("projection", FloatTensorType([None, COMPONENTS]))]
     )
-    (folder / "model.onnx").write_bytes(onnx_bytes(graph))
     ratios = model.named_steps["pca"].explained_variance_ratio_
     first_component = model.transform(test.features)[:, 0]
     rul_correlation = np.corrcoef(first_component, np.minimum(test.rul, RUL_CAP))[0, 1]  # capped, as maintenance-rul

@@ -50,3 +50,12 @@ def test_publish_metadata_becomes_query_parameters():
 def test_missing_state_is_none_with_no_etag():
     sidecar, _ = sidecar_answering(lambda request: httpx.Response(204))
     assert asyncio.run(sidecar.get_state("store", "absent")) == (None, None)
+
+
+def test_invoke_goes_through_the_sidecar_to_the_named_app():
+    sidecar, seen = sidecar_answering(lambda request: httpx.Response(200, json={"ok": True}))
+    response = asyncio.run(sidecar.invoke("nlp", "/embed", json_body={"texts": ["hi"]}, headers={"traceparent": "t"}))
+    assert response.json() == {"ok": True}
+    assert seen[0].url.path == "/v1.0/invoke/nlp/method/embed"
+    assert seen[0].headers["traceparent"] == "t"
+    assert json.loads(seen[0].content) == {"texts": ["hi"]}
