@@ -1,11 +1,12 @@
-"""`make_app(...)`: a FastAPI app serving a repository's models over the Open Inference Protocol v2.
+"""`make_base_app(...)`: any Tandem app; `make_app(...)`: a model service, serving a repository's models over
+the Open Inference Protocol v2.
 
 Routes only translate HTTP to the data plane and back; errors leave as `{"error": "..."}`.
 """
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -23,10 +24,52 @@ from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
 from .protocol import HEADER_LENGTH, InferenceError, InferenceRequest, InferenceResponse
 from .repository import ModelRepository
-from .settings import DaprSettings, ServiceSettings
+from .settings import AppSettings, DaprSettings, ServiceSettings
 from .sidecar import Sidecar, SidecarError
 
 JSON = "application/json"
+
+
+# An app's own start-up and shutdown, run inside the kit's (which opens and closes the sidecar client).
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+# Whether the app can serve now; (False, why) makes /v2/health/ready answer 503 {"error": why}.
+ReadyCheck = Callable[[Request], Awaitable[tuple[bool, str]]]
+
+
+def make_base_app(
+    name: str,
+    settings: AppSettings,
+    dapr: DaprSettings | None = None,
+    routers: tuple[APIRouter, ...] = (),
+    lifespan: Lifespan | None = None,
+    ready: ReadyCheck | None = None,
+) -> FastAPI:
+    """Any Tandem app: health, /metrics, /docs, body limit, app-token check, errors as {"error": ...},
+    and `app.state.sidecar`, the pooled client to its sidecar."""
+    dapr = dapr or DaprSettings()
+
+    @asynccontextmanager
+    async def kit_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.sidecar = Sidecar.from_settings(dapr)
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            await app.state.sidecar.aclose()
+
+    app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=kit_lifespan)
+    app.add_middleware(JsonByDefaultMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token)
+    _add_error_handlers(app)
+    app.include_router(_health_router(ready))
+    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
+    for router in routers:
+        app.include_router(router)
+    return app
 
 
 def make_app(
@@ -35,29 +78,18 @@ def make_app(
     dapr: DaprSettings | None = None,
     routers: tuple[APIRouter, ...] = (),
 ) -> FastAPI:
-    """Builds the service `name`: OIP routes for `settings.models`, health, /metrics, /docs, app-token check."""
-    dapr = dapr or DaprSettings()
+    """A model service `name`: the base app plus OIP routes for `settings.models`."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def load_models(app: FastAPI) -> AsyncIterator[None]:
         # Models load before the server accepts connections, so "ready" means every model is warm.
         repository = ModelRepository(settings.model_repository, name, settings.intra_op_threads, settings.batching)
         for model in settings.models:
             await repository.load(model)
         app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
-        app.state.sidecar = Sidecar.from_settings(dapr)
         yield
-        await app.state.sidecar.aclose()
 
-    app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=lifespan)
-    app.add_middleware(JsonByDefaultMiddleware)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token)
-    _add_error_handlers(app)
-    app.include_router(_oip_router())
-    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
-    for router in routers:
-        app.include_router(router)
+    app = make_base_app(name, settings, dapr, (_oip_router(), *routers), lifespan=load_models)
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -141,19 +173,29 @@ def serve(app_path: str, settings: ServiceSettings, dapr: DaprSettings | None = 
     )
 
 
-def _oip_router() -> APIRouter:
-    router = APIRouter(tags=["Open Inference Protocol v2"])
-
-    def dataplane(request: Request) -> DataPlane:
-        return request.app.state.dataplane
+def _health_router(check: ReadyCheck | None) -> APIRouter:
+    router = APIRouter(tags=["Health"])
 
     @router.get("/v2/health/live", response_class=Response)
     async def live() -> Response:
         return Response(status_code=200)
 
     @router.get("/v2/health/ready", response_class=Response)
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
+        if check is not None:
+            is_ready, why = await check(request)
+            if not is_ready:
+                return _error(503, why)
         return Response(status_code=200)
+
+    return router
+
+
+def _oip_router() -> APIRouter:
+    router = APIRouter(tags=["Open Inference Protocol v2"])
+
+    def dataplane(request: Request) -> DataPlane:
+        return request.app.state.dataplane
 
     @router.get("/v2")
     async def server_metadata(request: Request) -> dict[str, Any]:

@@ -37,23 +37,28 @@ class DaprSettings(BaseSettings):
         return self.dapr_http_endpoint or f"http://127.0.0.1:{self.dapr_http_port}"
 
 
-class ServiceSettings(BaseSettings):
-    """Knobs of one service. Subclasses set `env_prefix`, e.g. REGRESSION_."""
+class AppSettings(BaseSettings):
+    """Knobs every Tandem app has. Subclasses set `env_prefix`, e.g. GATEWAY_."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = 8000
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+
+
+class ServiceSettings(AppSettings):
+    """Knobs of a model service. Subclasses set `env_prefix`, e.g. REGRESSION_."""
+
     # Folder holding models/<name>/<version>/ (see models/build.py).
     model_repository: Path = Path("models")
     # The models this service hosts, comma separated.
     models: ModelNames = []
     # onnxruntime threads per session; one keeps a model from fighting its neighbours for cores.
     intra_op_threads: int = 1
-    max_body_bytes: int = 4 * 1024 * 1024
     # Per model, as JSON: {"nsfw": {"max_batch_size": 16, "max_wait_ms": 5}}. Off for models not named.
     batching: dict[str, BatchingSettings] = {}
-    log_level: str = "info"
 
     @field_validator("models", mode="before")
     @classmethod

@@ -5,10 +5,10 @@ from typing import Any
 from dapr.ext.fastapi import DaprApp
 from fastapi import Body
 
-from tandem.server import make_app
-from tandem.settings import ServiceSettings
+from tandem.server import make_base_app
+from tandem.settings import AppSettings
 
-app = make_app("listener", ServiceSettings())
+app = make_base_app("listener", AppSettings())
 received: list[dict[str, Any]] = []
 
 
