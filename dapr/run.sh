@@ -10,6 +10,8 @@ redis_port=16379
 new_token() { python -c 'import secrets; print(secrets.token_urlsafe(24))'; }
 export DAPR_API_TOKEN=${DAPR_API_TOKEN:-$(new_token)} APP_API_TOKEN=${APP_API_TOKEN:-$(new_token)}
 mkdir -p .data
+# The gateway's clients send an API key; the local secret store reads them from this file (kept across runs).
+api_key=$(python -m gateway.newkey .data/secrets.json local)
 dapr/redis.sh "$redis_port" .data/redis > .data/redis.log 2>&1 &
 redis_pid=$!
 trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null || true' EXIT
@@ -26,10 +28,18 @@ cat <<MSG
 
 Tandem is starting (Redis on localhost:$redis_port, data in .data/redis). When the apps are up:
   service      app (OpenAPI at /docs)   its sidecar            sidecar metrics
+  gateway      http://localhost:8000    http://localhost:3500  http://localhost:9090/metrics
   vision       http://localhost:8001    http://localhost:3501  http://localhost:9091/metrics
   nlp          http://localhost:8002    http://localhost:3502  http://localhost:9092/metrics
   regression   http://localhost:8003    http://localhost:3503  http://localhost:9093/metrics
-Apps answer only their sidecar (APP_API_TOKEN); call them through a sidecar with DAPR_API_TOKEN:
+Clients call the gateway with an API key (client "local"; keys live in .data/secrets.json):
+
+  curl -s -H 'Authorization: Bearer $api_key' localhost:8000/v2/models
+  curl -s -H 'Authorization: Bearer $api_key' localhost:8000/v2/models/diabetes/infer \\
+    -d '{"inputs":[{"name":"input","shape":[1,10],"datatype":"FP32","data":[0.04,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02]}]}'
+  curl -s -H 'Authorization: Bearer $api_key' localhost:8000/status
+
+Behind it, apps answer only their sidecar (APP_API_TOKEN); call them through a sidecar with DAPR_API_TOKEN:
 
   curl -s -H '$token' localhost:3503/v1.0/invoke/regression/method/v2/models/diabetes/infer \\
     -d '{"inputs":[{"name":"input","shape":[1,10],"datatype":"FP32","data":[0.04,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02]}]}'

@@ -26,12 +26,21 @@ _REFUSAL = json.dumps({"error": "missing or wrong dapr-api-token: call this app 
 
 
 class AppTokenMiddleware:
-    def __init__(self, app: ASGIApp, token: str):
+    """Checks the token on every path but the open ones; with `only_under`, only on paths under those prefixes
+    (an app that clients call directly, such as the gateway, guards just what its sidecar calls)."""
+
+    def __init__(self, app: ASGIApp, token: str, only_under: tuple[str, ...] | None = None):
         self.app = app
         self.token = token.encode()
+        self.only_under = only_under
+
+    def _guarded(self, path: str) -> bool:
+        if path in OPEN_PATHS:
+            return False
+        return self.only_under is None or path.startswith(self.only_under)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.token or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.token or not self._guarded(scope["path"]):
             await self.app(scope, receive, send)
             return
         sent = next((value for name, value in scope["headers"] if name == b"dapr-api-token"), b"")

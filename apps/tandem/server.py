@@ -5,6 +5,7 @@ Routes only translate HTTP to the data plane and back; errors leave as `{"error"
 """
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import version as package_version
@@ -28,6 +29,7 @@ from .settings import AppSettings, DaprSettings, ServiceSettings
 from .sidecar import Sidecar, SidecarError
 
 JSON = "application/json"
+log = logging.getLogger(__name__)
 
 
 # An app's own start-up and shutdown, run inside the kit's (which opens and closes the sidecar client).
@@ -43,9 +45,10 @@ def make_base_app(
     routers: tuple[APIRouter, ...] = (),
     lifespan: Lifespan | None = None,
     ready: ReadyCheck | None = None,
+    app_token_only_under: tuple[str, ...] | None = None,
 ) -> FastAPI:
-    """Any Tandem app: health, /metrics, /docs, body limit, app-token check, errors as {"error": ...},
-    and `app.state.sidecar`, the pooled client to its sidecar."""
+    """Any Tandem app: health, /metrics, /docs, body limit, app-token check (on every path, or only on paths under
+    `app_token_only_under`), errors as {"error": ...}, and `app.state.sidecar`, the pooled client to its sidecar."""
     dapr = dapr or DaprSettings()
 
     @asynccontextmanager
@@ -63,7 +66,7 @@ def make_base_app(
     app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=kit_lifespan)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token)
+    app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token, only_under=app_token_only_under)
     _add_error_handlers(app)
     app.include_router(_health_router(ready))
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
@@ -89,7 +92,7 @@ def make_app(
         app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
         yield
 
-    app = make_base_app(name, settings, dapr, (_oip_router(), *routers), lifespan=load_models)
+    app = make_base_app(name, settings, dapr, (_oip_router(name, settings), *routers), lifespan=load_models)
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -191,7 +194,7 @@ def _health_router(check: ReadyCheck | None) -> APIRouter:
     return router
 
 
-def _oip_router() -> APIRouter:
+def _oip_router(service: str, settings: ServiceSettings) -> APIRouter:
     router = APIRouter(tags=["Open Inference Protocol v2"])
 
     def dataplane(request: Request) -> DataPlane:
@@ -234,14 +237,29 @@ def _oip_router() -> APIRouter:
         ready_only = isinstance(options, dict) and options.get("ready") is True
         return dataplane(request).index(ready_only)
 
+    async def announce(request: Request, model: str, change: str) -> None:
+        # Best effort: the change is done whether or not anyone hears of it (the gateway also refreshes on its own).
+        if not settings.model_changes_topic:
+            return
+        try:
+            await request.app.state.sidecar.publish(
+                settings.model_changes_pubsub,
+                settings.model_changes_topic,
+                {"service": service, "model": model, "change": change},
+            )
+        except (SidecarError, httpx.TransportError) as error:
+            log.warning("could not announce that model %s was %s: %s", model, change, error)
+
     @router.post("/v2/repository/models/{model}/load", response_class=Response)
     async def load_model(request: Request, model: str) -> Response:
         await dataplane(request).load(model)
+        await announce(request, model, "loaded")
         return Response(status_code=200)
 
     @router.post("/v2/repository/models/{model}/unload", response_class=Response)
     async def unload_model(request: Request, model: str) -> Response:
         await dataplane(request).unload(model)
+        await announce(request, model, "unloaded")
         return Response(status_code=200)
 
     return router
@@ -251,8 +269,8 @@ async def _metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -262,7 +280,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return _error(error.status_code, str(error.detail))
+        return _error(error.status_code, str(error.detail), error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -3,11 +3,19 @@
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return value
+
+
 # A comma-separated list in the environment ("diabetes,maintenance"), not JSON.
-ModelNames = Annotated[list[str], NoDecode]
+Names = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+ModelNames = Names
 
 
 class BatchingSettings(BaseModel):
@@ -59,10 +67,7 @@ class ServiceSettings(AppSettings):
     intra_op_threads: int = 1
     # Per model, as JSON: {"nsfw": {"max_batch_size": 16, "max_wait_ms": 5}}. Off for models not named.
     batching: dict[str, BatchingSettings] = {}
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _split_models(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
-        return value
+    # Where a load or unload through the repository extension is announced (the gateway listens);
+    # an empty topic announces nothing.
+    model_changes_pubsub: str = "pubsub"
+    model_changes_topic: str = "model-changes"

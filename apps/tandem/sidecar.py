@@ -66,20 +66,49 @@ class Sidecar:
         content: bytes | None = None,
         json_body: Any = None,
         headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
-        """Calls `method` on `app_id` through the sidecar and returns the app's answer as it came."""
+        """Calls `method` on `app_id` through the sidecar and returns the app's answer as it came.
+        `method` may carry a query string; `timeout` overrides the client's for this call."""
         return await self.http.request(
             http_method,
             f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}",
             content=content,
             json=json_body,
             headers=headers,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
 
     async def publish(self, pubsub: str, topic: str, data: Any, *, metadata: dict[str, str] | None = None) -> None:
         """Publishes `data` as JSON; the sidecar wraps it in a CloudEvent."""
         response = await self.http.post(f"/v1.0/publish/{pubsub}/{topic}", json=data, params=_metadata_params(metadata))
         _raise_for_status(response, f"publish to {pubsub}/{topic}")
+
+    async def publish_bulk(
+        self, pubsub: str, topic: str, events: list[Any], *, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Publishes every event (as JSON, each in its own CloudEvent) in one call to the sidecar.
+
+        Not transactional: when some entries fail, SidecarError's body lists them (`failedEntries`, by entry id,
+        which is the event's index here) and the others may have been published. Send them all again: subscribers
+        are idempotent.
+        """
+        entries = [
+            {"entryId": str(index), "event": event, "contentType": "application/json"}
+            for index, event in enumerate(events)
+        ]
+        response = await self.http.post(
+            f"/v1.0-alpha1/publish/bulk/{pubsub}/{topic}",
+            content=json.dumps(entries),
+            params=_metadata_params(metadata),
+        )
+        _raise_for_status(response, f"bulk publish of {len(events)} events to {pubsub}/{topic}")
+
+    async def get_secret(self, store: str, name: str) -> dict[str, str]:
+        """One secret of a secret store: a map of its keys to values."""
+        response = await self.http.get(f"/v1.0/secrets/{store}/{name}")
+        _raise_for_status(response, f"get secret {name} from {store}")
+        return response.json()
 
     async def get_state(self, store: str, key: str) -> tuple[Any, str | None]:
         """Returns (value, etag); (None, None) when the key does not exist."""

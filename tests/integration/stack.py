@@ -19,6 +19,8 @@ DAPRD = ROOT / ".runtime" / ".dapr" / "bin" / "daprd"
 
 # The port the committed components point at; tests rewrite it to their own Redis.
 COMPONENT_REDIS = "localhost:16379"
+# The secrets file the committed secret store reads; tests rewrite it to `Stack.secrets_file`.
+COMPONENT_SECRETS = "../../.data/secrets.json"
 
 
 def free_port() -> int:
@@ -54,15 +56,25 @@ class Process:
     name: str
     popen: subprocess.Popen
     log_file: Path
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
 
     @classmethod
     def start(cls, name: str, command: list[str], log_dir: Path, env: dict[str, str], cwd: Path = ROOT) -> "Process":
-        log_file = log_dir / f"{name}.log"
-        with log_file.open("wb") as log:
-            popen = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        process = cls(name, None, log_dir / f"{name}.log", env, cwd)  # type: ignore[arg-type]
+        process.popen = process._spawn(command, "wb")
+        return process
+
+    def _spawn(self, command: list[str], mode: str) -> subprocess.Popen:
+        with self.log_file.open(mode) as log:
+            return subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True
             )
-        return cls(name, popen, log_file)
+
+    def restart(self) -> None:
+        """Starts the same command again, with the same environment, after `stop()`; the log goes on."""
+        assert self.popen.poll() is not None, f"{self.name} is still running"
+        self.popen = self._spawn(self.popen.args, "ab")  # type: ignore[arg-type]
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")[-4000:]
@@ -107,12 +119,18 @@ class Stack:
         wait_until(lambda: _redis_ping(self.redis_port), "Redis answering PING", process=process)
         return self.redis_port
 
+    @property
+    def secrets_file(self) -> Path:
+        return self.work / "secrets.json"
+
     def components(self, scopes: dict[str, list[str]]) -> Path:
-        """The committed components, pointed at this stack's Redis, with test app ids added to scopes."""
+        """The committed components, pointed at this stack's Redis and secrets file, with test app ids added to
+        scopes."""
         folder = self.work / "components"
         folder.mkdir(exist_ok=True)
         for source in (ROOT / "components").glob("*.yaml"):
             text = source.read_text().replace(COMPONENT_REDIS, f"localhost:{self.redis_port}")
+            text = text.replace(COMPONENT_SECRETS, str(self.secrets_file))
             resource = yaml.safe_load(text)
             name = resource["metadata"]["name"]
             if name in scopes:
@@ -139,7 +157,12 @@ class Stack:
         return process
 
     def start_sidecar(
-        self, app_id: str, resources: Path, app_port: int | None = None, http_port: int | None = None
+        self,
+        app_id: str,
+        resources: Path,
+        app_port: int | None = None,
+        http_port: int | None = None,
+        health_path: str = "/v2/health/ready",
     ) -> Sidecar:
         http_port = http_port or free_port()
         command = [
@@ -159,7 +182,7 @@ class Stack:
                 str(app_port),
                 "--enable-app-health-check",
                 "--app-health-check-path",
-                "/v2/health/ready",
+                health_path,
             ]
         process = self._start(
             f"daprd-{app_id}",
@@ -180,6 +203,13 @@ class Stack:
         env = {f"{app_id.upper()}_MODEL_REPOSITORY": str(models), "DAPR_HTTP_PORT": str(sidecar_port), **env}
         self.start_app(app_id, [sys.executable, "-m", app_id], app_port, **env)
         return self.start_sidecar(app_id, self.components({}), app_port, sidecar_port), app_port
+
+    def start_app_beside_sidecar(self, app_id: str, resources: Path, **env: str) -> tuple[Sidecar, int]:
+        """An app without models (`python -m <app_id>`) and its sidecar on `resources`; returns the sidecar and
+        the app's port."""
+        app_port, sidecar_port = free_port(), free_port()
+        self.start_app(app_id, [sys.executable, "-m", app_id], app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
+        return self.start_sidecar(app_id, resources, app_port, sidecar_port), app_port
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Process:
         process = Process.start(name, command, self.work, env or environment())

@@ -9,13 +9,17 @@ import httpx
 import pytest
 import yaml
 
+from gateway.newkey import ensure_key
+
 from .stack import ROOT, Process, Stack, environment, wait_until
 
 pytestmark = pytest.mark.integration
 
 TEMPLATE = yaml.safe_load((ROOT / "dapr.yaml").read_text())
 APPS = {app["appID"]: app for app in TEMPLATE["apps"]}
-REGRESSION, NLP = APPS["regression"], APPS["nlp"]
+REGRESSION, NLP, GATEWAY = APPS["regression"], APPS["nlp"], APPS["gateway"]
+# Where the committed secret store reads the gateway's API keys; `make run` creates it the same way.
+SECRETS = ROOT / ".data" / "secrets.json"
 REDIS_PORT = 16379  # the port components/*.yaml point at
 ROW = [0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]
 
@@ -33,6 +37,7 @@ def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_rep
 
     stack = Stack(tmp_path)
     stack.start_redis(REDIS_PORT)
+    api_key = ensure_key(SECRETS, "local")
     runtime = ROOT / ".runtime"
     env = environment(
         DAPR_RUNTIME_PATH=str(runtime),
@@ -70,6 +75,20 @@ def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_rep
         assert sentiment.json()["results"][0]["label"] == "positive"
         nlp_components = httpx.get(f"{nlp}/v1.0/metadata", headers=headers).json()["components"]
         assert {component["name"] for component in nlp_components} == {"pubsub", "statestore"}
+
+        gateway = f"http://127.0.0.1:{GATEWAY['appPort']}"
+        wait_until(
+            lambda: httpx.get(f"{gateway}/v2/health/ready").status_code == 200,
+            "gateway ready",
+            timeout=60,
+            process=dapr,
+        )
+        through_gateway = httpx.post(
+            f"{gateway}/v2/models/diabetes/infer",
+            json={"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": ROW}]},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+        assert through_gateway.json() == response.json()
 
         # Ctrl-C: the CLI alone gets the signal and must take its sidecar and app down with it.
         dapr.popen.send_signal(signal.SIGINT)

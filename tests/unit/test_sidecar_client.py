@@ -59,3 +59,19 @@ def test_invoke_goes_through_the_sidecar_to_the_named_app():
     assert seen[0].url.path == "/v1.0/invoke/nlp/method/embed"
     assert seen[0].headers["traceparent"] == "t"
     assert json.loads(seen[0].content) == {"texts": ["hi"]}
+
+
+def test_bulk_publish_sends_one_entry_per_event_and_reports_failed_entries():
+    sidecar, seen = sidecar_answering(lambda request: httpx.Response(204))
+    asyncio.run(sidecar.publish_bulk("pubsub", "readings", [{"a": 1}, {"a": 2}]))
+    assert seen[0].url.path == "/v1.0-alpha1/publish/bulk/pubsub/readings"
+    assert json.loads(seen[0].content) == [
+        {"entryId": "0", "event": {"a": 1}, "contentType": "application/json"},
+        {"entryId": "1", "event": {"a": 2}, "contentType": "application/json"},
+    ]
+    failed = {"failedEntries": [{"entryId": "1", "error": "broker down"}], "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE"}
+    sidecar, _ = sidecar_answering(lambda request: httpx.Response(500, json=failed))
+    with pytest.raises(SidecarError) as error:
+        asyncio.run(sidecar.publish_bulk("pubsub", "readings", [{"a": 1}, {"a": 2}]))
+    assert error.value.status == 500
+    assert json.loads(error.value.body)["failedEntries"][0]["entryId"] == "1"

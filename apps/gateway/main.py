@@ -1,0 +1,232 @@
+"""The gateway: one entry point with API keys and rate limits, routing each model's requests to the service that
+owns it through the sidecars, with `/v2/models` across services, a circuit breaker per service and `/status`."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from importlib.metadata import version as package_version
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic_settings import SettingsConfigDict
+from starlette.exceptions import HTTPException
+
+from tandem.server import make_base_app
+from tandem.settings import AppSettings, Names
+
+from .breaker import CircuitBreaker
+from .directory import ModelDirectory
+from .keys import ApiKeys
+from .proxy import ServiceUnavailable, forward
+from .ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+class GatewaySettings(AppSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    port: int = 8000
+    # The app ids of the model services the gateway routes to.
+    services: Names = ["vision", "nlp", "regression"]
+    # As large as the largest model service's limit (vision's 16 MiB images).
+    max_body_bytes: int = 16 * 1024 * 1024
+    # API keys: one secret of a Dapr secret store, its entries client name -> key.
+    secret_store: str = "secretstore"
+    api_keys_secret: str = "gateway-api-keys"
+    # Requests per second per API key on average, and how many may come at once; 0 turns the limit off.
+    rate_limit: float = 50.0
+    rate_burst: int = 100
+    # Just over the resiliency policy's 30 s inference timeout: the sidecar gives up first and says why.
+    timeout_seconds: float = 35.0
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 10.0
+    # How often API keys and model indexes are read again (besides model-change announcements).
+    refresh_seconds: float = 30.0
+    readiness_timeout_seconds: float = 2.0
+    pubsub: str = "pubsub"
+    model_changes_topic: str = "model-changes"
+
+
+settings = GatewaySettings()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    sidecar = app.state.sidecar
+    app.state.keys = ApiKeys(sidecar, settings.secret_store, settings.api_keys_secret)
+    app.state.directory = ModelDirectory(sidecar, settings.services, settings.readiness_timeout_seconds)
+    app.state.breakers = {
+        service: CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds)
+        for service in settings.services
+    }
+    app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    refresher = asyncio.create_task(keep_fresh(app))
+    yield
+    refresher.cancel()
+    with suppress(asyncio.CancelledError):
+        await refresher
+
+
+async def keep_fresh(app: FastAPI) -> None:
+    """Reads API keys and model indexes now and then; every second while something could not be read (under
+    `dapr run` the app starts before its sidecar)."""
+    keys: ApiKeys = app.state.keys
+    directory: ModelDirectory = app.state.directory
+    while True:
+        try:
+            await keys.refresh()
+            await directory.refresh()
+        except Exception:  # a bug here must not stop the refreshing for good
+            log.exception("refreshing API keys and model indexes failed")
+        complete = not keys.error and not any(directory.errors.values())
+        await asyncio.sleep(settings.refresh_seconds if complete else 1.0)
+
+
+def presented_key(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def authenticate(request: Request) -> str:
+    """The client behind the request's API key; 401 without a known key, 429 over the client's rate."""
+    keys: ApiKeys = request.app.state.keys
+    if not keys.clients:
+        raise HTTPException(503, f"the gateway has no API keys to check against: {keys.error}")
+    key = presented_key(request)
+    if key is None:
+        raise HTTPException(
+            401,
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    client = keys.client(key)
+    if client is None:
+        raise HTTPException(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
+    retry_after = request.app.state.limiter.retry_after(client)
+    if retry_after:
+        raise HTTPException(
+            429,
+            f"rate limit of {settings.rate_limit:g} requests/s (bursts of {settings.rate_burst}) exceeded for client "
+            f"{client!r}; retry after {retry_after} s",
+            {"Retry-After": str(retry_after)},
+        )
+    return client
+
+
+async def service_readiness(request: Request) -> dict[str, str]:
+    """Each service's readiness: "" when ready, else why not."""
+
+    async def check(service: str) -> str:
+        try:
+            response = await request.app.state.sidecar.invoke(
+                service, "v2/health/ready", http_method="GET", timeout=settings.readiness_timeout_seconds
+            )
+        except httpx.TransportError as error:
+            return f"not reachable through the sidecar ({type(error).__name__})"
+        return "" if response.status_code == 200 else f"answered {response.status_code}: {response.text[:200]}"
+
+    answers = await asyncio.gather(*(check(service) for service in settings.services))
+    return dict(zip(settings.services, answers, strict=True))
+
+
+async def ready(request: Request) -> tuple[bool, str]:
+    """Ready when API keys are loaded and every service the gateway routes to is ready."""
+    problems = [f"{service}: {why}" for service, why in (await service_readiness(request)).items() if why]
+    if request.app.state.keys.error:
+        problems.append(request.app.state.keys.error)
+    return not problems, "not ready: " + "; ".join(problems)
+
+
+router = APIRouter(dependencies=[Depends(authenticate)], tags=["Gateway"])
+
+
+@router.get("/v2")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "tandem-gateway", "version": package_version("tandem"), "extensions": []}
+
+
+@router.get("/v2/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """Every model of every service: name, version, state (READY or UNAVAILABLE) and the service that owns it."""
+    return {"models": request.app.state.directory.listing()}
+
+
+@router.post("/v2/repository/index")
+async def repository_index(
+    request: Request, options: Annotated[dict[str, Any] | None, Body()] = None
+) -> list[dict[str, Any]]:
+    """The OIP repository index across services (`{"ready": true}` lists only loaded models)."""
+    ready_only = bool(options and options.get("ready") is True)
+    return [entry for entry in request.app.state.directory.listing() if not ready_only or entry["state"] == "READY"]
+
+
+@router.api_route("/v2/models/{model}", methods=["GET"])
+@router.api_route("/v2/models/{model}/{rest:path}", methods=["GET", "POST"])
+async def model_route(request: Request, model: str, rest: str = "") -> Response:
+    """Any OIP model route (metadata, ready, infer, with or without a version) of the service owning `model`."""
+    service = await request.app.state.directory.owner(model)
+    if service is None:
+        raise HTTPException(404, f"model {model!r} is not served by any service (GET /v2/models lists them)")
+    try:
+        return await forward(
+            request.app.state.sidecar, service, request, request.app.state.breakers[service], settings.timeout_seconds
+        )
+    except ServiceUnavailable as error:
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+        return JSONResponse({"error": str(error)}, status_code=503, headers=headers)
+
+
+@router.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    """Each service: ready or why not, its circuit breaker, its models; and the gateway's own state."""
+    breakers = {service: breaker.state for service, breaker in request.app.state.breakers.items()}
+    readiness = await service_readiness(request)
+    directory: ModelDirectory = request.app.state.directory
+    services = {
+        service: {
+            "ready": not readiness[service],
+            "problem": readiness[service] or directory.errors[service],
+            "breaker": breakers[service],
+            "models": directory.models[service],
+        }
+        for service in settings.services
+    }
+    return {
+        "ready": all(entry["ready"] for entry in services.values()) and not request.app.state.keys.error,
+        "api_keys": request.app.state.keys.error or f"{len(request.app.state.keys.clients)} loaded",
+        "services": services,
+    }
+
+
+# Called by the gateway's own sidecar (guarded by the app token, not by API keys).
+events = APIRouter(include_in_schema=False)
+
+
+@events.get("/dapr/subscribe")
+async def subscriptions() -> list[dict[str, str]]:
+    return [{"pubsubname": settings.pubsub, "topic": settings.model_changes_topic, "route": "/events/model-changes"}]
+
+
+@events.post("/events/model-changes")
+async def model_changed(request: Request, event: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
+    """A service loaded or unloaded a model: read its index again. Nothing to retry if that fails: the periodic
+    refresh catches up."""
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    await request.app.state.directory.refresh(data.get("service"))
+    return {"status": "SUCCESS"}
+
+
+app = make_base_app(
+    "gateway",
+    settings,
+    routers=(router, events),
+    lifespan=lifespan,
+    ready=ready,
+    app_token_only_under=("/dapr/", "/events/"),
+)
