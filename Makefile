@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(CURDIR)/$(RUNTIME)/.dapr/bin:$(PATH)
 export DAPR_RUNTIME_PATH := $(CURDIR)/$(RUNTIME)
 
-.PHONY: setup deps runtime models run test lint clean
+.PHONY: setup deps runtime models run test lint k8s-check clean
 
 setup: deps runtime models
 
@@ -29,12 +29,23 @@ models: deps
 run: setup
 	dapr/run.sh
 
-test: setup lint
+test: setup lint k8s-check
 	$(BIN)/python -m pytest
 
 lint: deps
-	$(BIN)/ruff check apps models tests bench
-	$(BIN)/ruff format --check apps models tests bench
+	$(BIN)/ruff check apps models tests bench k8s
+	$(BIN)/ruff format --check apps models tests bench k8s
+
+# kustomize from the Go module proxy (no kubectl needed), then k8s/check.py: every overlay renders, every object
+# is one a cluster accepts (Kubernetes schemas, Dapr CRDs), the manifests agree with dapr.yaml, Dockerfiles lint.
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE := $(RUNTIME)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+
+$(KUSTOMIZE):
+	GOBIN=$(CURDIR)/$(dir $@) GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+k8s-check: deps $(KUSTOMIZE)
+	$(BIN)/python k8s/check.py --kustomize $(KUSTOMIZE)
 
 clean:
 	rm -rf $(VENV) $(RUNTIME) .data apps/*/.dapr
