@@ -15,12 +15,12 @@ from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException
 
 from tandem.server import make_base_app
-from tandem.settings import AppSettings, Names
+from tandem.settings import AppSettings, DaprSettings, Names
 
 from .breaker import CircuitBreaker
 from .directory import ModelDirectory
 from .keys import ApiKeys
-from .proxy import ServiceUnavailable, forward
+from .proxy import Forwarder, ServiceUnavailable
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class GatewaySettings(AppSettings):
 
 
 settings = GatewaySettings()
+dapr = DaprSettings()
 
 
 @asynccontextmanager
@@ -64,11 +65,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for service in settings.services
     }
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app.state.forwarder = Forwarder(dapr.sidecar_url, dapr.dapr_api_token, settings.timeout_seconds)
     refresher = asyncio.create_task(keep_fresh(app))
     yield
     refresher.cancel()
     with suppress(asyncio.CancelledError):
         await refresher
+    await app.state.forwarder.aclose()
 
 
 async def keep_fresh(app: FastAPI) -> None:
@@ -174,9 +177,7 @@ async def model_route(request: Request, model: str, rest: str = "") -> Response:
     if service is None:
         raise HTTPException(404, f"model {model!r} is not served by any service (GET /v2/models lists them)")
     try:
-        return await forward(
-            request.app.state.sidecar, service, request, request.app.state.breakers[service], settings.timeout_seconds
-        )
+        return await request.app.state.forwarder.forward(service, request, request.app.state.breakers[service])
     except ServiceUnavailable as error:
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
         return JSONResponse({"error": str(error)}, status_code=503, headers=headers)
@@ -225,6 +226,7 @@ async def model_changed(request: Request, event: Annotated[dict[str, Any], Body(
 app = make_base_app(
     "gateway",
     settings,
+    dapr,
     routers=(router, events),
     lifespan=lifespan,
     ready=ready,

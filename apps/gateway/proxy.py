@@ -1,14 +1,13 @@
 """Forwards a client's request, as it came, to the service that owns the model, through the gateway's sidecar."""
 
+import json
 import math
 import time
 import uuid
 
-import httpx
+import aiohttp
 from fastapi import Request, Response
 from prometheus_client import Counter, Histogram
-
-from tandem.sidecar import Sidecar
 
 from .breaker import CircuitBreaker
 
@@ -38,77 +37,92 @@ class ServiceUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def unavailable_reason(response: httpx.Response) -> str | None:
+def unavailable_reason(status: int, content_type: str, body: bytes) -> str | None:
     """Why an answer says the service is down rather than the request being wrong, or None.
 
     Dapr's own errors (the call never reached the app, or timed out) carry an `errorCode`; 502-504 from anyone
     mean the same. An app's 4xx, and an app's 500 for one input, say nothing about the service's health."""
-    if response.status_code in (502, 503, 504):
-        return f"it answered {response.status_code}: {response.text[:300]}"
-    if response.status_code >= 500 and response.headers.get("content-type", "").startswith("application/json"):
+    if status in (502, 503, 504):
+        return f"it answered {status}: {body[:300].decode(errors='replace')}"
+    if status >= 500 and content_type.startswith("application/json"):
         try:
-            body = response.json()
+            answer = json.loads(body)
         except ValueError:
             return None
-        if isinstance(body, dict) and str(body.get("errorCode", "")).startswith("ERR_"):
-            return f"{body['errorCode']}: {body.get('message', '')}"
+        if isinstance(answer, dict) and str(answer.get("errorCode", "")).startswith("ERR_"):
+            return f"{answer['errorCode']}: {answer.get('message', '')}"
     return None
 
 
-async def forward(
-    sidecar: Sidecar, service: str, request: Request, breaker: CircuitBreaker, timeout: float
-) -> Response:
-    """The service's answer (status, body, the headers that matter), or ServiceUnavailable."""
-    try:
-        response = await _forward(sidecar, service, request, breaker, timeout)
-    except ServiceUnavailable:
-        REQUESTS.labels(service, "503").inc()
-        raise
-    REQUESTS.labels(service, str(response.status_code)).inc()
-    return response
+class Forwarder:
+    """The gateway's hot path: one pooled aiohttp session to its sidecar's invoke API.
 
+    aiohttp rather than the kit's httpx client: a call through it costs about a quarter of the CPU (0.25 vs 1.1 ms
+    per call on the machine bench/gateway.py ran on), and the gateway makes one per client request."""
 
-async def _forward(
-    sidecar: Sidecar, service: str, request: Request, breaker: CircuitBreaker, timeout: float
-) -> Response:
-    wait = breaker.wait()
-    if wait:
-        retry_after = math.ceil(wait)
-        raise ServiceUnavailable(
-            f"service {service!r} is failing: its circuit breaker is open; the next try goes through in {retry_after} s",
-            retry_after,
+    def __init__(self, sidecar_url: str, api_token: str, timeout: float, max_connections: int = 100):
+        self.base = f"{sidecar_url.rstrip('/')}/v1.0/invoke"
+        self.timeout = timeout
+        self.session = aiohttp.ClientSession(
+            headers={"dapr-api-token": api_token} if api_token else None,
+            connector=aiohttp.TCPConnector(limit=max_connections),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            auto_decompress=False,
         )
-    body = await request.body()
-    headers = {name: value for name in REQUEST_HEADERS if (value := request.headers.get(name)) is not None}
-    # Every request gets an id that the service sees and the client gets back, to find it in both sides' logs.
-    headers.setdefault("x-request-id", uuid.uuid4().hex)
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    started = time.perf_counter()
-    verdict = False
-    try:
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+    async def forward(self, service: str, request: Request, breaker: CircuitBreaker) -> Response:
+        """The service's answer (status, body, the headers that matter), or ServiceUnavailable."""
         try:
-            response = await sidecar.invoke(
-                service, path, http_method=request.method, content=body, headers=headers, timeout=timeout
-            )
-        except httpx.TimeoutException:
-            verdict = True
-            breaker.failed()
-            raise ServiceUnavailable(f"service {service!r} did not answer within {timeout:g} s") from None
-        except httpx.TransportError as error:
-            # The gateway's own sidecar is missing: not the service's fault, so the breaker is left alone.
+            response = await self._forward(service, request, breaker)
+        except ServiceUnavailable:
+            REQUESTS.labels(service, "503").inc()
+            raise
+        REQUESTS.labels(service, str(response.status_code)).inc()
+        return response
+
+    async def _forward(self, service: str, request: Request, breaker: CircuitBreaker) -> Response:
+        wait = breaker.wait()
+        if wait:
+            retry_after = math.ceil(wait)
             raise ServiceUnavailable(
-                f"the gateway's Dapr sidecar could not be reached: {type(error).__name__}"
-            ) from None
-        reason = unavailable_reason(response)
-        verdict = True
-        if reason is not None:
-            breaker.failed()
-            raise ServiceUnavailable(f"service {service!r} is unavailable: {reason}")
-        breaker.succeeded()
-    finally:
-        if not verdict:
-            breaker.abandoned()
-        SECONDS.labels(service).observe(time.perf_counter() - started)
-    answer_headers = {name: value for name in RESPONSE_HEADERS if (value := response.headers.get(name)) is not None}
-    answer_headers.setdefault("x-request-id", headers["x-request-id"])
-    return Response(response.content, status_code=response.status_code, headers=answer_headers)
+                f"service {service!r} is failing: its circuit breaker is open; the next try goes through in "
+                f"{retry_after} s",
+                retry_after,
+            )
+        body = await request.body()
+        headers = {name: value for name in REQUEST_HEADERS if (value := request.headers.get(name)) is not None}
+        # Every request gets an id that the service sees and the client gets back, to find it in both sides' logs.
+        headers.setdefault("x-request-id", uuid.uuid4().hex)
+        url = f"{self.base}/{service}/method{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
+        started = time.perf_counter()
+        verdict = False
+        try:
+            try:
+                async with self.session.request(request.method, url, data=body, headers=headers) as answer:
+                    content = await answer.read()
+                    status, answer_headers = answer.status, answer.headers
+            except TimeoutError:
+                verdict = True
+                breaker.failed()
+                raise ServiceUnavailable(f"service {service!r} did not answer within {self.timeout:g} s") from None
+            except aiohttp.ClientError as error:
+                # The gateway's own sidecar is missing: not the service's fault, so the breaker is left alone.
+                raise ServiceUnavailable(
+                    f"the gateway's Dapr sidecar could not be reached: {type(error).__name__}"
+                ) from None
+            reason = unavailable_reason(status, answer_headers.get("content-type", ""), content)
+            verdict = True
+            if reason is not None:
+                breaker.failed()
+                raise ServiceUnavailable(f"service {service!r} is unavailable: {reason}")
+            breaker.succeeded()
+        finally:
+            if not verdict:
+                breaker.abandoned()
+            SECONDS.labels(service).observe(time.perf_counter() - started)
+        passed = {name: value for name in RESPONSE_HEADERS if (value := answer_headers.get(name)) is not None}
+        passed.setdefault("x-request-id", headers["x-request-id"])
+        return Response(content, status_code=status, headers=passed)
