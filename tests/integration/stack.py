@@ -204,12 +204,14 @@ class Stack:
         self.start_app(app_id, [sys.executable, "-m", app_id], app_port, **env)
         return self.start_sidecar(app_id, self.components({}), app_port, sidecar_port), app_port
 
-    def start_app_beside_sidecar(self, app_id: str, resources: Path, **env: str) -> tuple[Sidecar, int]:
-        """An app without models (`python -m <app_id>`) and its sidecar on `resources`; returns the sidecar and
-        the app's port."""
+    def start_app_beside_sidecar(
+        self, module: str, resources: Path, app_id: str | None = None, **env: str
+    ) -> tuple[Sidecar, int]:
+        """`python -m <module>` and its sidecar (app id `app_id`, the module's name unless given) on `resources`;
+        returns the sidecar and the app's port."""
         app_port, sidecar_port = free_port(), free_port()
-        self.start_app(app_id, [sys.executable, "-m", app_id], app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
-        return self.start_sidecar(app_id, resources, app_port, sidecar_port), app_port
+        self.start_app(module, [sys.executable, "-m", module], app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
+        return self.start_sidecar(app_id or module, resources, app_port, sidecar_port), app_port
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Process:
         process = Process.start(name, command, self.work, env or environment())

@@ -1,0 +1,5 @@
+from tandem.server import serve
+
+from .main import settings
+
+serve("alerts.main:app", settings)

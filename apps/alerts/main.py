@@ -1,0 +1,249 @@
+"""The alerts service: turns predictions into alerts, one per machine per degradation episode.
+
+Subscribed to `predictions`, and to the dead-letter topics of `readings` and `predictions` (components/
+subscriptions.yaml). Everything lives in the state store: per machine its episode state and the prediction ids it
+has applied (a redelivered prediction changes nothing), and one document each for the alerts and the dead letters.
+`GET /alerts` lists alerts, `GET /alerts/stream` streams them as server-sent events as they open and close,
+`GET /dead-letters` shows the events that could not be processed.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import StreamingResponse
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from tandem.server import make_base_app
+from tandem.settings import AppSettings
+from tandem.sidecar import ETagMismatch, Sidecar, SidecarError
+
+from .episodes import Change, MachineState, Thresholds
+
+log = logging.getLogger("alerts")
+
+
+class AlertsSettings(AppSettings):
+    model_config = SettingsConfigDict(env_prefix="ALERTS_", extra="ignore")
+
+    port: int = 8006
+    state_store: str = "statestore"
+    # An episode opens at this probability of failure within the model's horizon...
+    open_probability: float = 0.7
+    # ...and closes after `close_after` predictions in a row at or below this one.
+    close_probability: float = 0.3
+    close_after: int = 5
+    # The newest dead letters kept for inspection.
+    max_dead_letters: int = 1000
+    # A comment line this often keeps idle event streams open through proxies.
+    stream_keepalive_seconds: float = 15.0
+    etag_attempts: int = 10
+
+
+settings = AlertsSettings()
+THRESHOLDS = Thresholds(settings.open_probability, settings.close_probability, settings.close_after)
+ALERTS_KEY, DEAD_LETTERS_KEY = "alerts", "dead-letters"
+PREDICTIONS = Counter("tandem_alerts_predictions", "Predictions taken from the topic, by outcome", ["outcome"])
+# The whole pipeline's latency for every reading: from sensors accepting it to its prediction applied here.
+READING_TO_PREDICTION_SECONDS = Histogram(
+    "tandem_alerts_reading_to_prediction_seconds",
+    "Time from the sensors service accepting a reading to its prediction applied by alerts",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+)
+SUCCESS, RETRY, DROP = ({"status": status} for status in ("SUCCESS", "RETRY", "DROP"))
+machine_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+router = APIRouter(tags=["Alerts"])
+
+
+class Prediction(BaseModel):
+    """A prediction as the features service publishes it."""
+
+    id: str
+    machine: str
+    reading: str
+    timestamp: datetime
+    received_at: float
+    rul: float
+    failure_probability: float
+
+
+@router.post("/events/predictions", include_in_schema=False)
+async def on_prediction(request: Request, event: dict[str, Any] = Body()) -> dict[str, str]:
+    try:
+        prediction = Prediction.model_validate(event.get("data"))
+        async with machine_locks[prediction.machine]:
+            await apply(request.app.state.sidecar, prediction)
+    except ValidationError as error:
+        log.error("dead-lettering event %s: %s", event.get("id"), error)
+        return DROP
+    except (SidecarError, httpx.TransportError) as error:
+        log.warning("retrying event %s: %s", event.get("id"), error)
+        return RETRY
+    return SUCCESS
+
+
+async def apply(sidecar: Sidecar, prediction: Prediction) -> Change | None:
+    """Applies the prediction to its machine; the alert it opens or closes is stored before the machine's state,
+    so a crash in between repeats the same change (same alert id) on redelivery instead of losing it."""
+    key = f"machine-{prediction.machine}"
+    for _ in range(settings.etag_attempts):
+        state_doc, etag = await sidecar.get_state(settings.state_store, key)
+        state = MachineState.from_state(state_doc)
+        if prediction.id in state.seen:
+            PREDICTIONS.labels("duplicate").inc()
+            return None
+        summary = prediction.model_dump(mode="json", exclude={"machine"})
+        change = state.apply(prediction.machine, prediction.id, prediction.timestamp.timestamp(), summary, THRESHOLDS)
+        alert = None if change is None else await record_change(sidecar, change, prediction)
+        try:
+            await sidecar.save_state(
+                settings.state_store, key, state.to_state(), etag=etag, only_if_absent=etag is None
+            )
+        except ETagMismatch:
+            continue
+        PREDICTIONS.labels("applied").inc()
+        READING_TO_PREDICTION_SECONDS.observe(time.time() - prediction.received_at)
+        if alert is not None:
+            broadcast(alert)
+        return change
+    raise SidecarError(409, "state kept changing under this replica", f"apply prediction {prediction.id}")
+
+
+async def record_change(sidecar: Sidecar, change: Change, prediction: Prediction) -> dict[str, Any]:
+    now = time.time()
+
+    def mutate(alerts: dict[str, Any]) -> dict[str, Any]:
+        alert = alerts.get(change.alert_id)
+        if alert is None:  # opened (the first time this change is applied)
+            alert = alerts[change.alert_id] = {
+                "id": change.alert_id,
+                "machine": prediction.machine,
+                "state": "open",
+                "opened_at": now,
+                "opened_by": prediction.reading,
+                "reading_timestamp": prediction.timestamp.isoformat(),
+                "rul": prediction.rul,
+                "failure_probability": prediction.failure_probability,
+                # From the moment the sensors service accepted the reading to this alert.
+                "latency_seconds": now - prediction.received_at,
+                "closed_at": None,
+                "closed_by": None,
+            }
+        elif change.kind == "closed" and alert["state"] == "open":
+            alert.update(state="closed", closed_at=now, closed_by=prediction.reading)
+        return alert
+
+    return await update_document(sidecar, ALERTS_KEY, dict, mutate)
+
+
+async def update_document(sidecar: Sidecar, key: str, empty: Callable[[], Any], mutate: Callable[[Any], Any]) -> Any:
+    """Read-modify-write of one state document with its ETag, again from the read when another writer won."""
+    for _ in range(settings.etag_attempts):
+        document, etag = await sidecar.get_state(settings.state_store, key)
+        document = empty() if document is None else document
+        result = mutate(document)
+        try:
+            await sidecar.save_state(settings.state_store, key, document, etag=etag, only_if_absent=etag is None)
+        except ETagMismatch:
+            continue
+        return result
+    raise SidecarError(409, "state kept changing under this replica", f"update {key}")
+
+
+@router.post("/events/dead-letters", include_in_schema=False)
+async def on_dead_letter(request: Request, event: dict[str, Any] = Body()) -> dict[str, str]:
+    letter = {
+        "id": event.get("id"),
+        "topic": event.get("topic"),
+        "source": event.get("source"),
+        "received_at": time.time(),
+        "data": event.get("data", event.get("data_base64")),
+    }
+
+    def mutate(letters: list[dict[str, Any]]) -> None:
+        if all(kept["id"] != letter["id"] for kept in letters):
+            letters.append(letter)
+            del letters[: -settings.max_dead_letters]
+
+    try:
+        await update_document(request.app.state.sidecar, DEAD_LETTERS_KEY, list, mutate)
+    except (SidecarError, httpx.TransportError) as error:
+        log.warning("retrying dead letter %s: %s", letter["id"], error)
+        return RETRY
+    log.error("dead letter on %s: %s", letter["topic"], json.dumps(letter["data"])[:500])
+    return SUCCESS
+
+
+@router.get("/alerts")
+async def list_alerts(
+    request: Request, state: Literal["open", "closed"] | None = None, machine: str | None = None
+) -> list[dict[str, Any]]:
+    """Alerts, oldest first; `state` and `machine` filter them."""
+    alerts, _ = await request.app.state.sidecar.get_state(settings.state_store, ALERTS_KEY)
+    chosen = [
+        alert
+        for alert in (alerts or {}).values()
+        if (state is None or alert["state"] == state) and (machine is None or alert["machine"] == machine)
+    ]
+    return sorted(chosen, key=lambda alert: alert["opened_at"])
+
+
+@router.get("/alerts/stream", response_class=StreamingResponse)
+async def stream_alerts(request: Request) -> StreamingResponse:
+    """Server-sent events: one `alert` event each time this replica opens or closes an alert."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+    listeners.add(queue)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield ": streaming alerts\n\n"  # sends the headers now, before the first alert
+            while True:
+                try:
+                    alert = await asyncio.wait_for(queue.get(), settings.stream_keepalive_seconds)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"id: {alert['id']}:{alert['state']}\nevent: alert\ndata: {json.dumps(alert)}\n\n"
+        finally:
+            listeners.discard(queue)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+
+
+def broadcast(alert: dict[str, Any]) -> None:
+    for queue in listeners:
+        if queue.full():
+            log.warning("an alert stream is not reading; dropping its oldest alert")
+            queue.get_nowait()
+        queue.put_nowait(dict(alert))
+
+
+@router.get("/machines/{machine}")
+async def machine_state(request: Request, machine: str) -> dict[str, Any]:
+    """How many distinct predictions of the machine were applied, its newest one, and its open alert."""
+    state, _ = await request.app.state.sidecar.get_state(settings.state_store, f"machine-{machine}")
+    summary = MachineState.from_state(state).to_state()
+    summary.pop("seen")
+    return {"machine": machine, **summary}
+
+
+@router.get("/dead-letters")
+async def list_dead_letters(request: Request) -> list[dict[str, Any]]:
+    """Events that could not be processed (after retries, or refused as unprocessable), oldest first."""
+    letters, _ = await request.app.state.sidecar.get_state(settings.state_store, DEAD_LETTERS_KEY)
+    return letters or []
+
+
+app = make_base_app("alerts", settings, routers=(router,))

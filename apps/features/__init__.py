@@ -1,0 +1,1 @@
+"""The features service: rolling windows of readings per machine, predictions from the maintenance models."""

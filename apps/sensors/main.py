@@ -1,0 +1,123 @@
+"""The sensors service: `POST /readings` validates a batch of readings and publishes one event per reading.
+
+It answers 202 only once the sidecar has accepted every event of the batch, so a reading that got a 2xx is in the
+broker; a 5xx means "send the batch again" (downstream handlers are idempotent by reading id).
+"""
+
+import asyncio
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from tandem.fleet import CHANNELS
+from tandem.protocol import InferenceError
+from tandem.server import make_base_app
+from tandem.settings import AppSettings
+
+
+class SensorsSettings(AppSettings):
+    model_config = SettingsConfigDict(env_prefix="SENSORS_", extra="ignore")
+
+    port: int = 8004
+    pubsub: str = "pubsub"
+    topic: str = "readings"
+    # One bulk publish per batch; off, every reading is published on its own (the benchmark compares both).
+    bulk_publish: bool = True
+    max_readings: int = 1000
+    # Clocks drift, but a reading stamped further ahead than this is a broken clock or a broken sender.
+    max_future_seconds: float = 300.0
+
+
+settings = SensorsSettings()
+
+# Machine and reading ids become state keys downstream: no separators, nothing unbounded.
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class Reading(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    machine: Name
+    id: Name
+    timestamp: AwareDatetime = Field(description="ISO 8601 with a time zone, or seconds since the epoch")
+    values: dict[str, float] = Field(description="every channel of tandem.fleet.CHANNELS, nothing else")
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _epoch_is_utc(cls, value: Any) -> Any:
+        return datetime.fromtimestamp(value, UTC) if isinstance(value, int | float) else value
+
+    @field_validator("values")
+    @classmethod
+    def _every_channel_finite(cls, values: dict[str, float]) -> dict[str, float]:
+        missing = [channel for channel in CHANNELS if channel not in values]
+        unknown = sorted(values.keys() - set(CHANNELS))
+        if missing or unknown:
+            raise ValueError(f"missing channels {missing}, unknown channels {unknown}")
+        not_finite = sorted(channel for channel, value in values.items() if not math.isfinite(value))
+        if not_finite:
+            raise ValueError(f"channels {not_finite} are not finite numbers")
+        return values
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "readings": [
+                        {
+                            "machine": "machine-0",
+                            "id": "machine-0:1",
+                            "timestamp": "2025-01-01T00:00:00Z",
+                            "values": dict.fromkeys(CHANNELS, 1.0),
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+
+    readings: Annotated[list[Reading], Field(min_length=1, max_length=settings.max_readings)]
+
+
+router = APIRouter(tags=["Sensor readings"])
+
+
+@router.post("/readings", status_code=202)
+async def post_readings(request: Request, batch: Batch) -> JSONResponse:
+    """Validates a batch of readings and publishes each to the `readings` topic; 202 once all are accepted."""
+    _refuse_duplicates_and_future(batch.readings)
+    received_at = time.time()
+    events = [{**reading.model_dump(mode="json"), "received_at": received_at} for reading in batch.readings]
+    sidecar = request.app.state.sidecar
+    if settings.bulk_publish:
+        await sidecar.publish_bulk(settings.pubsub, settings.topic, events)
+    else:
+        await asyncio.gather(*(sidecar.publish(settings.pubsub, settings.topic, event) for event in events))
+    return JSONResponse({"accepted": len(events)}, status_code=202)
+
+
+def _refuse_duplicates_and_future(readings: list[Reading]) -> None:
+    latest = datetime.now(UTC) + timedelta(seconds=settings.max_future_seconds)
+    seen: set[tuple[str, str]] = set()
+    for index, reading in enumerate(readings):
+        if reading.timestamp > latest:
+            raise InferenceError(
+                f"readings[{index}]: timestamp {reading.timestamp.isoformat()} is more than "
+                f"{settings.max_future_seconds:g} s in the future"
+            )
+        key = (reading.machine, reading.id)
+        if key in seen:
+            raise InferenceError(f"readings[{index}]: reading id {reading.id!r} of {reading.machine!r} appears twice")
+        seen.add(key)
+
+
+app = make_base_app("sensors", settings, routers=(router,))

@@ -1,0 +1,239 @@
+"""The maintenance pipeline end to end: sustained readings per second, with and without bulk publish, and the
+latency from a reading to its prediction and to the alert it opens.
+
+    python bench/pipeline.py [--machines 30] [--rates 0.6]
+
+For each mode (bulk publish on, then off) it starts a fresh stack on free ports (Redis, regression, features, alerts,
+sensors, each app beside its daprd, as `make run` does) and runs two phases on fresh machines of the seeded fleet:
+- saturation: one batch per tick (a reading of every machine) posted back to back through the sensors sidecar;
+  ingest is readings accepted per second, end to end is readings per second until alerts applied the last prediction;
+- paced: the same at a fraction of the end-to-end rate just measured, so no backlog grows; latency is from sensors
+  accepting a reading to alerts applying its prediction (every reading, from the alerts service's histogram) and to
+  the alert it opens (every alert, exact).
+Writes bench/results/pipeline.{json,md} and, when matplotlib is installed, pipeline.png.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sensors.simulate import FIRST_UNSEEN, post, ticks  # noqa: E402
+from tandem import fleet  # noqa: E402
+from tests.integration.stack import Stack, wait_until  # noqa: E402
+
+SEED = 0
+RESULTS = ROOT / "bench" / "results"
+
+
+def start_pipeline(work: Path, bulk: bool) -> tuple[Stack, dict[str, str], dict[str, int]]:
+    stack = Stack(work)
+    stack.start_redis()
+    resources = work / "pipeline-components"
+    shutil.copytree(stack.components({}), resources)
+    # Sidecars find apps by name (mDNS) on the whole host: an id of its own keeps features on this stack's service.
+    regression_id = f"regression-{uuid.uuid4().hex[:8]}"
+    resiliency = yaml.safe_load((resources / "resiliency.yaml").read_text())
+    resiliency["spec"]["targets"]["apps"][regression_id] = resiliency["spec"]["targets"]["apps"]["regression"]
+    (resources / "resiliency.yaml").write_text(yaml.safe_dump(resiliency))
+    sidecars, ports = {}, {}
+    sidecars["regression"], ports["regression"] = stack.start_app_beside_sidecar(
+        "regression", resources, app_id=regression_id, REGRESSION_MODEL_REPOSITORY=str(ROOT / "models")
+    )
+    env = {"FEATURES_REGRESSION_APP": regression_id, "SENSORS_BULK_PUBLISH": str(bulk).lower()}
+    for app in ("alerts", "features", "sensors"):
+        env[f"{app.upper()}_LOG_LEVEL"] = "warning"
+    for app in ("alerts", "features", "sensors"):
+        sidecars[app], ports[app] = stack.start_app_beside_sidecar(app, resources, **env)
+    return stack, {app: sidecar.url for app, sidecar in sidecars.items()}, ports
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The alerts app's Prometheus samples (its /metrics is open to scrapers)."""
+    samples = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith("tandem_alerts_"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def applied(port: int) -> int:
+    return int(scrape(port).get('tandem_alerts_predictions_total{outcome="applied"}', 0))
+
+
+def histogram_quantile(before: dict[str, float], after: dict[str, float], quantile: float) -> float:
+    """A quantile of the reading-to-prediction histogram over one phase, interpolated within its bucket."""
+    prefix = "tandem_alerts_reading_to_prediction_seconds_bucket"
+    buckets = []
+    for name, count in after.items():
+        if name.startswith(prefix):
+            bound = name.split('le="')[1].rstrip('"}')
+            buckets.append((float(bound), count - before.get(name, 0)))
+    buckets.sort()
+    total = buckets[-1][1]
+    target, lower, below = quantile * total, 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= target:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (target - below) / max(cumulative - below, 1e-9)
+        lower, below = bound, cumulative
+    return lower
+
+
+def run_phase(urls, ports, machines: int, prefix: str, rate: float | None, label: str) -> dict:
+    """Feeds `machines` machines to failure (all as fast as accepted, or `rate` readings/s); waits for the end."""
+    expected = sum(
+        fleet.make_machine(SEED, FIRST_UNSEEN + slot).lifetime - fleet.WINDOW + 1 for slot in range(machines)
+    )
+    total = sum(fleet.make_machine(SEED, FIRST_UNSEEN + slot).lifetime for slot in range(machines))
+    baseline, before = applied(ports["alerts"]), scrape(ports["alerts"])
+    url = f"{urls['sensors']}/v1.0/invoke/sensors/method/readings"
+    headers = {"dapr-api-token": os.environ["DAPR_API_TOKEN"]}
+    sent = 0
+    started = time.time()
+    with httpx.Client(headers=headers, timeout=60) as client, tqdm(total=total, desc=label, unit="reading") as bar:
+        for batch in ticks(machines, SEED, replace=False, prefix=prefix):
+            if rate:
+                time.sleep(max(0.0, started + sent / rate - time.time()))
+            for reading in batch:
+                reading["timestamp"] = time.time()
+            post(client, url, batch)
+            sent += len(batch)
+            bar.update(len(batch))
+        ingested = time.time()
+        wait_until(lambda: applied(ports["alerts"]) - baseline >= expected, "every prediction applied", 1800)
+    finished = time.time()
+    after = scrape(ports["alerts"])
+    alerts = httpx.get(f"{urls['alerts']}/v1.0/invoke/alerts/method/alerts", headers=headers).json()
+    latencies = [alert["latency_seconds"] for alert in alerts if alert["machine"].startswith(prefix)]
+    return {
+        "readings": sent,
+        "predictions": expected,
+        "ingest_readings_per_s": round(sent / (ingested - started), 1),
+        "end_to_end_readings_per_s": round(sent / (finished - started), 1),
+        "reading_to_prediction_p50_s": round(histogram_quantile(before, after, 0.5), 3),
+        "reading_to_prediction_p99_s": round(histogram_quantile(before, after, 0.99), 3),
+        "alerts": len(latencies),
+        "reading_to_alert_p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
+        "reading_to_alert_p99_s": round(float(np.percentile(latencies, 99)), 3) if latencies else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--machines", type=int, default=30, help="machines per phase, each run until it fails")
+    parser.add_argument("--pace", type=float, default=0.6, help="paced rate as a fraction of the saturated rate")
+    args = parser.parse_args()
+    results = {}
+    for bulk in (True, False):
+        mode = "bulk publish" if bulk else "one publish per reading"
+        with tempfile.TemporaryDirectory(prefix="tandem-bench-pipeline-") as work:
+            stack, urls, ports = start_pipeline(Path(work), bulk)
+            os.environ["DAPR_API_TOKEN"] = stack.dapr_api_token
+            try:
+                saturated = run_phase(urls, ports, args.machines, "sat-", None, f"{mode}: saturation")
+                rate = saturated["end_to_end_readings_per_s"] * args.pace
+                paced = run_phase(urls, ports, args.machines, "paced-", rate, f"{mode}: paced at {rate:.0f}/s")
+                paced["offered_readings_per_s"] = round(rate, 1)
+            finally:
+                stack.close()
+        results[mode] = {"saturation": saturated, "paced": paced}
+        print(mode, json.dumps(results[mode], indent=2))
+    report = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work (busy)",
+        "machines_per_phase": args.machines,
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "pipeline.md").write_text(markdown(report))
+    plot(report)
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Maintenance pipeline, end to end",
+        "",
+        f"{report['date']}, {report['machine']}; `python bench/pipeline.py`. Each phase runs "
+        f"{report['machines_per_phase']} machines of the seeded fleet until they fail; every app beside its daprd, "
+        "Redis Streams and the Redis state store between them. Figures from a busy 2-core machine shared with other "
+        "work: compare the two modes, not the absolute numbers, with other machines.",
+        "",
+        "| sensors publish | ingest (readings/s) | end to end (readings/s) | paced at (readings/s) "
+        "| reading → prediction p50 / p99 (s) | reading → alert p50 / p99 (s) | alerts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode, phases in report["results"].items():
+        saturated, paced = phases["saturation"], phases["paced"]
+        lines.append(
+            f"| {mode} | {saturated['ingest_readings_per_s']} | {saturated['end_to_end_readings_per_s']} "
+            f"| {paced['offered_readings_per_s']} "
+            f"| {paced['reading_to_prediction_p50_s']} / {paced['reading_to_prediction_p99_s']} "
+            f"| {paced['reading_to_alert_p50_s']} / {paced['reading_to_alert_p99_s']} | {paced['alerts']} |"
+        )
+    lines += [
+        "",
+        "Ingest: readings the sensors service accepted per second, batches of one reading per machine posted back to "
+        "back. End to end: readings per second until the alerts service applied the last prediction (features calls "
+        "both maintenance models through the sidecars for every reading). Latencies from the paced phase: from "
+        "sensors accepting a reading to alerts applying its prediction (every reading; interpolated in the alerts "
+        "service's histogram buckets), and to the alert it opens (one per machine, exact).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(report: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot written")
+        return
+    modes = list(report["results"])
+    figure, (rates, latency) = plt.subplots(1, 2, figsize=(10, 4))
+    x = np.arange(len(modes))
+    for offset, key, name in (
+        (-0.2, "ingest_readings_per_s", "ingest"),
+        (0.2, "end_to_end_readings_per_s", "end to end"),
+    ):
+        rates.bar(x + offset, [report["results"][mode]["saturation"][key] for mode in modes], 0.4, label=name)
+    rates.set_xticks(x, modes)
+    rates.set_ylabel("readings/s")
+    rates.legend()
+    for offset, key in ((-0.2, "reading_to_prediction"), (0.2, "reading_to_alert")):
+        paced = [report["results"][mode]["paced"] for mode in modes]
+        latency.bar(x + offset, [phase[f"{key}_p50_s"] or 0 for phase in paced], 0.4, label=f"{key} p50")
+        latency.scatter(
+            x + offset, [phase[f"{key}_p99_s"] or 0 for phase in paced], marker="_", s=400, label=f"{key} p99"
+        )
+    latency.set_xticks(x, modes)
+    latency.set_ylabel("seconds")
+    latency.legend(fontsize=7)
+    figure.suptitle("Maintenance pipeline on a busy 2-core machine")
+    figure.tight_layout()
+    figure.savefig(RESULTS / "pipeline.png", dpi=100)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The predictive-maintenance pipeline on real parts: sensors -> readings -> features (-> regression) ->
+predictions -> alerts, each app beside its own daprd, Redis Streams and the Redis state store in between.
+
+Every case feeds machines of the seeded fleet through the sensors sidecar, as the simulator does, and checks what a
+user would: every reading counted exactly once by features, every prediction exactly once by alerts, and exactly
+the alerts that the models give on the same windows computed here, from the same fleet, in-process.
+"""
+
+import contextlib
+import json
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import onnxruntime as ort
+import pytest
+import yaml
+
+from sensors.simulate import FIRST_UNSEEN, post, ticks
+from tandem import fleet
+
+from .stack import Sidecar, Stack, wait_until
+
+pytestmark = pytest.mark.integration
+
+SEED = 0
+OPEN_AT, CLOSE_AT, CLOSE_AFTER = 0.7, 0.3, 5  # the alerts service's defaults
+
+
+class Pipeline:
+    def __init__(self, stack: Stack, sidecars: dict[str, Sidecar], app_ports: dict[str, int], app_env: dict[str, str]):
+        self.stack = stack
+        self.app_env = app_env
+        self.sidecars = sidecars
+        self.app_ports = app_ports
+        self.http = httpx.Client(headers={"dapr-api-token": stack.dapr_api_token}, timeout=30)
+
+    def invoke(self, app: str, method: str) -> Any:
+        response = self.http.get(f"{self.sidecars[app].url}/v1.0/invoke/{app}/method/{method}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def feed(self, machines: int, prefix: str, pause_after: int = 0, pause: threading.Event | None = None) -> int:
+        """Posts every reading of `machines` fresh machines, tick by tick, through the sensors sidecar."""
+        url = f"{self.sidecars['sensors'].url}/v1.0/invoke/sensors/method/readings"
+        sent = 0
+        for tick, batch in enumerate(ticks(machines, SEED, replace=False, prefix=prefix)):
+            if pause is not None and tick == pause_after:
+                pause.set()
+            for reading in batch:
+                reading["timestamp"] = 1_700_000_000 + tick
+            post(self.http, url, batch)
+            sent += len(batch)
+        return sent
+
+    def wait_for_everything(self, machines: int, prefix: str, timeout: float = 240) -> None:
+        expected = {f"{prefix}{slot}": machine_lifetime(slot) for slot in range(machines)}
+
+        def done() -> bool:
+            for machine, lifetime in expected.items():
+                if self.invoke("features", f"machines/{machine}")["readings"] != lifetime:
+                    return False
+                if self.invoke("alerts", f"machines/{machine}")["predictions"] != lifetime - fleet.WINDOW + 1:
+                    return False
+            return True
+
+        wait_until(done, "every reading and prediction processed", timeout=timeout)
+
+
+def machine_lifetime(slot: int) -> int:
+    return fleet.make_machine(SEED, FIRST_UNSEEN + slot).lifetime
+
+
+def expected_alerts(slot: int, failure_model: ort.InferenceSession) -> list[tuple[str, float]]:
+    """(reading id that opens it, failure probability) of each episode the alerts service should open for the
+    machine in `slot`: the models run here on the same windows, the thresholds applied in reading order."""
+    machine = fleet.make_machine(SEED, FIRST_UNSEEN + slot)
+    features = fleet.rolling_features(fleet.simulate(machine))
+    probabilities = failure_model.run(["probabilities"], {"input": features})[0][:, 1]
+    opened, calm, episodes = False, 0, []
+    for row, probability in enumerate(probabilities):
+        cycle = row + fleet.WINDOW
+        if not opened and probability >= OPEN_AT:
+            opened, calm = True, 0
+            episodes.append((f"{machine.id}:{cycle}", float(probability)))
+        elif opened:
+            calm = calm + 1 if probability <= CLOSE_AT else 0
+            if calm >= CLOSE_AFTER:
+                opened, calm = False, 0
+    return episodes
+
+
+def check_alerts(pipeline: Pipeline, machines: int, prefix: str, failure_model: ort.InferenceSession) -> None:
+    for slot in range(machines):
+        alerts = pipeline.invoke("alerts", f"alerts?machine={prefix}{slot}")
+        expected = expected_alerts(slot, failure_model)
+        assert expected, "every machine runs until it fails: each one should raise an alert"
+        assert [alert["opened_by"] for alert in alerts] == [f"{prefix}{slot}:{reading}" for reading, _ in expected]
+        for alert, (_, probability) in zip(alerts, expected, strict=True):
+            assert alert["failure_probability"] == pytest.approx(probability, abs=1e-6)
+
+
+def pipeline_pace(resources: Path, regression_id: str) -> None:
+    """Redeliver unacknowledged messages after 10 s, retry a failed delivery every 0.5 s for 30 s, and give the test's
+    regression app id the policy of the regression service."""
+    pubsub = yaml.safe_load((resources / "pubsub.yaml").read_text())
+    for item in pubsub["spec"]["metadata"]:
+        item["value"] = {"processingTimeout": "10s", "redeliverInterval": "1s"}.get(item["name"], item["value"])
+    (resources / "pubsub.yaml").write_text(yaml.safe_dump(pubsub))
+    resiliency = yaml.safe_load((resources / "resiliency.yaml").read_text())
+    resiliency["spec"]["policies"]["retries"]["delivery"] = {
+        "policy": "constant",
+        "duration": "500ms",
+        "maxRetries": 60,
+    }
+    resiliency["spec"]["targets"]["apps"][regression_id] = resiliency["spec"]["targets"]["apps"]["regression"]
+    (resources / "resiliency.yaml").write_text(yaml.safe_dump(resiliency))
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: Stack, model_repository: Path):
+    resources = stack.work / "pipeline-components"
+    shutil.copytree(stack.components({}), resources)
+    # Sidecars find other apps by name (mDNS) on this host: an id of its own keeps features calling this stack's
+    # regression service, not one that another stack on the same machine runs.
+    regression_id = f"regression-{uuid.uuid4().hex[:8]}"
+    pipeline_pace(resources, regression_id)
+    sidecars, ports = {}, {}
+    sidecars["regression"], ports["regression"] = stack.start_app_beside_sidecar(
+        "regression", resources, app_id=regression_id, REGRESSION_MODEL_REPOSITORY=str(model_repository)
+    )
+    app_env = {"FEATURES_REGRESSION_APP": regression_id}
+    for app in ("alerts", "features", "sensors"):
+        sidecars[app], ports[app] = stack.start_app_beside_sidecar(app, resources, **app_env)
+    yield Pipeline(stack, sidecars, ports, app_env)
+
+
+@pytest.fixture(scope="module")
+def failure_model(model_repository: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(model_repository / "maintenance-failure" / "1" / "model.onnx"))
+
+
+def test_readings_in_give_exactly_the_expected_predictions_and_alerts_out(pipeline, failure_model):
+    machines, prefix = 3, f"e2e-{uuid.uuid4().hex[:6]}-"
+    streamed: list[str] = []
+    listening = threading.Event()
+
+    def listen() -> None:
+        # Through the alerts sidecar, as a user reaches it: daprd passes the event stream on as it comes.
+        url = f"{pipeline.sidecars['alerts'].url}/v1.0/invoke/alerts/method/alerts/stream"
+        with contextlib.suppress(httpx.RemoteProtocolError):  # the stack stopping under an open stream
+            with pipeline.http.stream("GET", url, timeout=httpx.Timeout(30, read=None)) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                listening.set()
+                for line in response.iter_lines():
+                    if line.startswith("data: ") and prefix in line:
+                        streamed.append(line)
+
+    threading.Thread(target=listen, daemon=True).start()
+    assert listening.wait(20), "the alert stream did not open through the sidecar"
+
+    sent = pipeline.feed(machines, prefix)
+    assert sent == sum(machine_lifetime(slot) for slot in range(machines))
+    pipeline.wait_for_everything(machines, prefix)
+    check_alerts(pipeline, machines, prefix, failure_model)
+
+    last = pipeline.invoke("alerts", f"machines/{prefix}0")["last"]
+    machine = fleet.make_machine(SEED, FIRST_UNSEEN)
+    final_window = fleet.rolling_features(fleet.simulate(machine))[-1:]
+    assert last["reading"] == f"{prefix}0:{machine.id}:{machine.lifetime}"
+    assert last["failure_probability"] == pytest.approx(
+        float(failure_model.run(["probabilities"], {"input": final_window})[0][0, 1]), abs=1e-6
+    )
+    opened = [alert["id"] for alert in pipeline.invoke("alerts", "alerts") if alert["machine"].startswith(prefix)]
+    wait_until(lambda: len(streamed) >= len(opened), "every alert streamed", timeout=10)
+    assert sorted(json.loads(line.removeprefix("data: "))["id"] for line in streamed) == sorted(opened)
+
+
+def test_kill_9_of_features_mid_stream_loses_no_reading_and_duplicates_no_alert(pipeline, failure_model):
+    machines, prefix = 3, f"kill-{uuid.uuid4().hex[:6]}-"
+    midway = threading.Event()
+    feeder = threading.Thread(target=pipeline.feed, args=(machines, prefix, 120, midway))
+    feeder.start()
+    assert midway.wait(120)
+    features = next(process for process in pipeline.stack.processes if process.name.startswith("features"))
+    features.stop(signal.SIGKILL)
+    time.sleep(1)  # readings keep coming in meanwhile: sensors is up, the broker keeps them
+    pipeline.stack.processes.remove(features)
+    pipeline.stack.start_app(
+        "features",
+        [sys.executable, "-m", "features"],
+        pipeline.app_ports["features"],
+        DAPR_HTTP_PORT=str(pipeline.sidecars["features"].http_port),
+        **pipeline.app_env,
+    )
+    feeder.join()
+    pipeline.wait_for_everything(machines, prefix)
+    check_alerts(pipeline, machines, prefix, failure_model)
+
+
+def test_redis_killed_and_restarted_mid_stream_loses_nothing(pipeline, failure_model):
+    machines, prefix = 3, f"redis-{uuid.uuid4().hex[:6]}-"
+    midway = threading.Event()
+    feeder = threading.Thread(target=pipeline.feed, args=(machines, prefix, 120, midway))
+    feeder.start()
+    assert midway.wait(120)
+    redis = next(process for process in pipeline.stack.processes if process.name == "redis")
+    redis.stop(signal.SIGKILL)  # no chance to write anything out: what it acknowledged must already be on disk
+    pipeline.stack.processes.remove(redis)
+    time.sleep(2)  # sensors answers 5xx meanwhile, and the feeder sends those batches again, as the simulator does
+    pipeline.stack.start_redis(pipeline.stack.redis_port)
+    feeder.join()
+    pipeline.wait_for_everything(machines, prefix)
+    check_alerts(pipeline, machines, prefix, failure_model)
+
+
+def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_pipeline_flows_on(pipeline, failure_model):
+    sensors = pipeline.sidecars["sensors"].url
+    poison = {
+        "readings": {"poison": uuid.uuid4().hex, "machine": "no-such-shape"},  # not a reading at all
+        "predictions": {"poison": uuid.uuid4().hex, "failure_probability": "high"},
+    }
+    for topic, data in poison.items():
+        response = pipeline.http.post(f"{sensors}/v1.0/publish/pubsub/{topic}", json=data)
+        assert response.status_code == 204, response.text
+    machines, prefix = 1, f"after-poison-{uuid.uuid4().hex[:6]}-"
+    pipeline.feed(machines, prefix)
+    pipeline.wait_for_everything(machines, prefix)
+    check_alerts(pipeline, machines, prefix, failure_model)
+
+    def dead_letters() -> dict[str, dict]:
+        letters = pipeline.invoke("alerts", "dead-letters")
+        return {letter["data"]["poison"]: letter for letter in letters if isinstance(letter["data"], dict)}
+
+    wait_until(lambda: all(data["poison"] in dead_letters() for data in poison.values()), "poison dead-lettered")
+    letters = dead_letters()
+    for topic, data in poison.items():
+        assert letters[data["poison"]]["data"] == data
+        assert letters[data["poison"]]["topic"] == topic  # where it was published, before it went dead

@@ -1,0 +1,61 @@
+"""The features service's per-machine window: the same features as training, order by timestamp, idempotency."""
+
+import numpy as np
+
+from features.window import SLACK, Window
+from tandem import fleet
+
+
+def machine_readings(count: int):
+    machine = fleet.make_machine(0, 7)
+    return [(f"m:{r.cycle}", float(r.cycle), r.values) for r in fleet.readings(machine)][:count]
+
+
+def test_each_full_window_gives_exactly_the_training_features():
+    readings = machine_readings(45)
+    window = Window()
+    computed = []
+    for reading_id, timestamp, values in readings:
+        assert window.add(reading_id, timestamp, values)
+        window = Window.from_state(window.to_state())  # as it travels through the state store
+        computed.append(window.features(reading_id))
+    assert all(result is None for result in computed[: fleet.WINDOW - 1])
+    history = np.array([[values[c] for c in fleet.CHANNELS] for _, _, values in readings])
+    expected = fleet.rolling_features(history)
+    for row, result in enumerate(computed[fleet.WINDOW - 1 :]):
+        vector, covered = result
+        np.testing.assert_array_equal(vector, expected[row])
+        assert covered == [reading_id for reading_id, _, _ in readings[row : row + fleet.WINDOW]]
+
+
+def test_a_reading_seen_before_changes_nothing():
+    readings = machine_readings(3)
+    window = Window()
+    for reading in readings:
+        window.add(*reading)
+    before = window.to_state()
+    assert not window.add(*readings[1])
+    assert window.to_state() == before
+    assert window.count == 3
+
+
+def test_a_late_reading_lands_in_timestamp_order_and_gets_its_own_window():
+    readings = machine_readings(40)
+    late = readings.pop(35)
+    window = Window()
+    for reading in readings:
+        window.add(*reading)
+    window.add(*late)
+    assert [reading_id for _, reading_id, _ in window.readings] == [f"m:{cycle}" for cycle in range(1, 41)]
+    history = np.array([[values[c] for c in fleet.CHANNELS] for _, _, values in machine_readings(40)])
+    vector, covered = window.features(late[0])
+    np.testing.assert_array_equal(vector, fleet.rolling_features(history)[35 - fleet.WINDOW + 1])
+    assert covered[-1] == late[0]
+
+
+def test_the_window_keeps_only_what_it_needs():
+    window = Window()
+    for reading in machine_readings(100):
+        window.add(*reading)
+    assert len(window.readings) == fleet.WINDOW + SLACK
+    assert window.count == 100
