@@ -1,7 +1,7 @@
 """The alerts service: turns predictions into alerts, one per machine per degradation episode.
 
 Subscribed to `predictions`, and to the dead-letter topics of `readings` and `predictions` (components/
-subscriptions.yaml). Everything lives in the state store: per machine its episode state and the prediction ids it
+subscription-*.yaml). Everything lives in the state store: per machine its episode state and the prediction ids it
 has applied (a redelivered prediction changes nothing), and one document each for the alerts and the dead letters.
 `GET /alerts` lists alerts, `GET /alerts/stream` streams them as server-sent events as they open and close,
 `GET /dead-letters` shows the events that could not be processed.

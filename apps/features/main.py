@@ -1,7 +1,7 @@
 """The features service: turns each reading into a prediction of the machine's remaining useful life and failure.
 
-Subscribed to `readings` (components/subscriptions.yaml). For each reading, in this order, so that nothing is lost
-and a redelivery changes nothing:
+Subscribed to `readings` (components/subscription-readings.yaml). For each reading, in this order, so that
+nothing is lost and a redelivery changes nothing:
 1. read the machine's window from the state store (with its ETag); a reading id already in it is done: ack;
 2. compute the features of the window ending at the reading and call the regression service's models through
    the sidecar;
