@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(CURDIR)/$(RUNTIME)/.dapr/bin:$(PATH)
 export DAPR_RUNTIME_PATH := $(CURDIR)/$(RUNTIME)
 
-.PHONY: setup deps runtime models run test lint k8s-check clean
+.PHONY: setup deps runtime models run test lint k8s-check clean bench
 
 setup: deps runtime models
 
@@ -31,6 +31,14 @@ run: setup
 
 test: setup lint k8s-check
 	$(BIN)/python -m pytest
+
+# Not part of test: serving benchmarks against raw onnxruntime, plain FastAPI and the peer model servers
+# (hey and the peers' venvs go to .bench/, see bench/setup.sh); writes bench/results/serving.{json,md,png};
+# then the gateway's own added latency: bench/results/gateway.{json,md,png}.
+bench: setup
+	bench/setup.sh
+	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.gateway
 
 lint: deps
 	$(BIN)/ruff check apps models tests bench k8s

@@ -1,6 +1,8 @@
 """Adaptive batching: requests for one model version that arrive while it is busy run together.
 
-A request waits at most `max_wait` for company; a batch holds at most `max_batch_size` rows. Requests
+When the model is free, what is queued runs at once. Under concurrent load (the last batch held more than one
+request) a batch also waits at most `max_wait` for company; a lone caller never waits. A batch holds at most
+`max_batch_size` rows. Requests
 whose tensors differ in more than the batch dimension run in separate batches, so every request
 gets exactly the rows it sent.
 """
@@ -42,6 +44,7 @@ class AdaptiveBatcher:
         self.max_wait = max_wait
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.worker: asyncio.Task | None = None
+        self.last_batch_requests = 0
 
     async def predict(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Runs `inputs` (already checked) in the next batch and returns this request's rows of `outputs`."""
@@ -64,7 +67,9 @@ class AdaptiveBatcher:
         while True:
             batch = [await self.queue.get()]
             rows = batch[0].rows
-            deadline = loop.time() + self.max_wait
+            # Waiting for company pays only when company is coming: at concurrency 1 it would add max_wait to
+            # every request.
+            deadline = loop.time() + (self.max_wait if self.last_batch_requests > 1 else 0.0)
             while rows < self.max_batch_size:
                 if self.queue.empty():
                     if loop.time() >= deadline:
@@ -77,6 +82,7 @@ class AdaptiveBatcher:
                     pending = self.queue.get_nowait()
                 batch.append(pending)
                 rows += pending.rows
+            self.last_batch_requests = len(batch)
             try:
                 for group in _groups(batch):
                     await self._run(group)

@@ -48,6 +48,20 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows():
     assert sum(shape[0] for shape in model.batches) == 10
 
 
+def test_a_lone_caller_does_not_wait_for_company():
+    model = Doubler()
+    # An hour of max_wait: were a lone request held for company, wait_for would give up long before.
+    batcher = AdaptiveBatcher(model, ("m", "1"), max_batch_size=8, max_wait=3600)
+
+    async def one_at_a_time() -> None:
+        for n in range(3):
+            result = await asyncio.wait_for(batcher.predict({"x": np.full((1, 2), n, np.float32)}, ["y"]), 30)
+            np.testing.assert_array_equal(result["y"], np.full((1, 2), 2 * n))
+
+    asyncio.run(one_at_a_time())
+    assert model.batches == [(1, 2)] * 3
+
+
 def test_requests_of_different_shapes_run_in_separate_batches():
     model = Doubler()
     batcher = AdaptiveBatcher(model, ("m", "1"), max_batch_size=8, max_wait=0.05)

@@ -1,0 +1,165 @@
+"""The gateway's own added latency: the same request through the gateway and through the same two sidecars
+without it.
+
+    python -m bench.gateway [--seconds 5] [--rounds 3] [--concurrency 1 8]
+
+Starts Redis, the regression service beside its sidecar and the gateway beside its own (tokens on, rate limit
+off), all on core 0; hey runs on core 1. Paths, each sending diabetes one row:
+  direct         client -> regression app
+  one sidecar    client -> regression's sidecar -> app
+  two sidecars   client -> gateway's sidecar -> regression's sidecar -> app (what the gateway does, minus it)
+  gateway        client -> gateway -> gateway's sidecar -> regression's sidecar -> app
+The gateway's cost is "gateway" minus "two sidecars". Paths take turns for --rounds rounds and the median round
+counts, so a noisy moment hits every path alike. Writes bench/results/gateway.{json,md,png}.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+from bench.serving import HEY, LOAD_CORE, SERVER_CORE, VENVS, Endpoint, hey, machine
+from tests.integration.stack import ROOT, Stack, free_port, wait_until
+
+BENCH = ROOT / "bench"
+KEY = "bench-key-0123456789"
+ROW = [0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]
+PATHS = ["direct", "one sidecar", "two sidecars", "gateway"]
+
+
+def start(stack: Stack) -> dict[str, Endpoint]:
+    models = ROOT / "models"
+    regression, app_port = stack.start_service("regression", models, REGRESSION_MODELS="diabetes")
+    stack.secrets_file.write_text(json.dumps({"gateway-api-keys": {"bench": KEY}}))
+    gateway_port, sidecar_port = free_port(), free_port()
+    stack.start_app(
+        "gateway",
+        [sys.executable, "-m", "gateway"],
+        gateway_port,
+        DAPR_HTTP_PORT=str(sidecar_port),
+        GATEWAY_SERVICES="regression",
+        GATEWAY_RATE_LIMIT="0",
+    )
+    gateway_sidecar = stack.start_sidecar(
+        "gateway", stack.components({}), gateway_port, sidecar_port, health_path="/v2/health/live"
+    )
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{gateway_port}/v2/health/ready").status_code == 200, "gateway")
+    infer = "v2/models/diabetes/infer"
+    dapr = {"dapr-api-token": stack.dapr_api_token}
+    return {
+        "direct": Endpoint(
+            "direct", f"http://127.0.0.1:{app_port}/{infer}", {"dapr-api-token": stack.app_api_token}, [], 0
+        ),
+        "one sidecar": Endpoint("one sidecar", f"{regression.url}/v1.0/invoke/regression/method/{infer}", dapr, [], 0),
+        "two sidecars": Endpoint(
+            "two sidecars", f"{gateway_sidecar.url}/v1.0/invoke/regression/method/{infer}", dapr, [], 0
+        ),
+        "gateway": Endpoint(
+            "gateway", f"http://127.0.0.1:{gateway_port}/{infer}", {"Authorization": f"Bearer {KEY}"}, [], 0
+        ),
+    }
+
+
+def measure(endpoints: dict[str, Endpoint], body: Path, concurrency: list[int], seconds: float, rounds: int) -> list:
+    runs: dict[tuple[str, int], list[dict]] = {}
+    cases = [(path, c) for _ in range(rounds) for c in concurrency for path in PATHS]
+    for path, c in tqdm(cases, desc="gateway bench", unit="run"):
+        hey(endpoints[path], body, c, ["-z", "1s"])  # warm-up: pooled connections open, caches hot
+        runs.setdefault((path, c), []).append(hey(endpoints[path], body, c, ["-z", f"{seconds:g}s"]))
+    results = []
+    for (path, c), samples in runs.items():
+        median = sorted(samples, key=lambda run: run["p50_ms"])[len(samples) // 2]
+        results.append({"path": path, "concurrency": c, **median, "rounds": len(samples)})
+    for c in concurrency:
+        at = {r["path"]: r for r in results if r["concurrency"] == c}
+        for stat in ("p50_ms", "p99_ms"):
+            at["gateway"][f"added_{stat}"] = round(at["gateway"][stat] - at["two sidecars"][stat], 2)
+            at["one sidecar"][f"added_{stat}"] = round(at["one sidecar"][stat] - at["direct"][stat], 2)
+            at["two sidecars"][f"added_{stat}"] = round(at["two sidecars"][stat] - at["one sidecar"][stat], 2)
+    return results
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# Gateway overhead ({report['date']}, {report['machine']['cpu']}, {report['machine']['nproc']} cores)",
+        "",
+        f"Command: `{report['command']}`. diabetes, one row; servers on core 0, hey on core 1; {report['seconds']:g} s"
+        f" per run after 1 s of warm-up; the median of {report['rounds']} interleaved rounds.",
+        "",
+        "| path | concurrency | requests/s | p50 (ms) | p99 (ms) | added p50 (ms) | added p99 (ms) | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['path']} | {r['concurrency']} | {r['requests_per_s']:.0f} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{r.get('added_p50_ms', '')} | {r.get('added_p99_ms', '')} | {r['errors']} |"
+        )
+    lines += [
+        "",
+        "Added: gateway over two sidecars (the gateway app alone), two sidecars over one (the caller's sidecar),",
+        "one sidecar over direct (the callee's sidecar).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    args = parser.parse_args()
+    if not HEY.exists():
+        sys.exit(f"{HEY} is missing: run bench/setup.sh hey")
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {SERVER_CORE})  # every process started from here inherits core 0
+    with tempfile.TemporaryDirectory() as work:
+        stack = Stack(Path(work))
+        try:
+            stack.start_redis()
+            endpoints = start(stack)
+            body = Path(work) / "body.json"
+            body.write_text(
+                json.dumps({"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": ROW}]})
+            )
+            results = measure(endpoints, body, args.concurrency, args.seconds, args.rounds)
+        finally:
+            stack.close()
+    report = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "command": "python -m bench.gateway " + " ".join(sys.argv[1:]),
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "load_core": LOAD_CORE,
+        "results": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gateway.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "gateway.md").write_text(markdown(report))
+    print(markdown(report))
+    python = VENVS / "plot" / "bin" / "python"
+    if python.exists():
+        subprocess.run(
+            [
+                str(python),
+                str(BENCH / "plot_gateway.py"),
+                str(args.out / "gateway.json"),
+                str(args.out / "gateway.png"),
+            ],
+            check=True,
+        )
+    else:
+        print(f"no plot: {python} is missing (bench/setup.sh plot makes it)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""serving.json as markdown: the summary with the ratios that matter, then one table per model."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+Case = dict[str, Any]
+PEERS = ("kserve", "mlserver", "bentoml")
+
+
+def find(cases: list[Case], model: str, server: str, batching: bool, concurrency: int | None) -> Case | None:
+    return next(
+        (
+            case
+            for case in cases
+            if (case["model"], case["server"], case["batching"], case["concurrency"])
+            == (model, server, batching, concurrency)
+        ),
+        None,
+    )
+
+
+def best(cases: list[Case], model: str, server: str) -> Case | None:
+    """The case of `server` with the most requests per second, whatever its concurrency and batching."""
+    own = [case for case in cases if case["model"] == model and case["server"] == server]
+    return max(own, key=lambda case: case["requests_per_s"], default=None)
+
+
+def ratio(a: Case | None, b: Case | None, key: str = "requests_per_s") -> str:
+    if a is None or b is None or not a.get(key) or not b.get(key):
+        return "n/a"
+    return f"{a[key] / b[key]:.3g}×"
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def latency(value: float | None) -> str:
+    """Milliseconds to three significant digits: raw onnxruntime calls take microseconds, HTTP ones milliseconds."""
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def summary(report: dict[str, Any]) -> list[str]:
+    cases = report["cases"]
+    top = max(report["settings"]["concurrency"])
+    low = min(report["settings"]["concurrency"])
+    models = report["settings"]["models"]
+    lines = [
+        f"Throughput ratios at concurrency {top} (batching off unless said); latency at concurrency {low}.",
+        "",
+    ]
+    for model in models:
+        direct = find(cases, model, "tandem-direct", False, top)
+        sidecar = find(cases, model, "tandem-sidecar", False, top)
+        plain = find(cases, model, "plain-fastapi", False, top)
+        direct_low = find(cases, model, "tandem-direct", False, low)
+        sidecar_low = find(cases, model, "tandem-sidecar", False, low)
+        plain_low = find(cases, model, "plain-fastapi", False, low)
+        raw_one = find(cases, model, "onnxruntime", False, None)
+        raw_best = find(cases, model, "onnxruntime", True, None)
+        served_best = best(cases, model, "tandem-direct")
+        lines.append(f"**{model}**")
+        lines.append(
+            f"- Kit overhead, Tandem direct vs plain FastAPI: {ratio(direct, plain)} the requests/s; "
+            f"p50 {latency(_get(direct_low, 'p50_ms'))} vs {latency(_get(plain_low, 'p50_ms'))} ms."
+        )
+        lines.append(
+            f"- Dapr's cost, through the sidecar vs direct: {ratio(sidecar, direct)} the requests/s; "
+            f"p50 {latency(_get(sidecar_low, 'p50_ms'))} vs {latency(_get(direct_low, 'p50_ms'))} ms; "
+            f"RSS {number(_get(sidecar, 'rss_mib'), 0)} vs {number(_get(direct, 'rss_mib'), 0)} MiB."
+        )
+        gateway = find(cases, model, "tandem-gateway", False, top)
+        gateway_low = find(cases, model, "tandem-gateway", False, low)
+        lines.append(
+            f"- Through the gateway and two sidecars vs direct: {ratio(gateway, direct)} the requests/s; "
+            f"p50 {latency(_get(gateway_low, 'p50_ms'))} vs {latency(_get(direct_low, 'p50_ms'))} ms; "
+            f"RSS {number(_get(gateway, 'rss_mib'), 0)} MiB for app, gateway and their sidecars."
+        )
+        batched = find(cases, model, "tandem-direct", True, top)
+        lines.append(f"- Batching on vs off, Tandem direct: {ratio(batched, direct)} the requests/s.")
+        for peer in PEERS:
+            peer_case = find(cases, model, peer, False, top)
+            if peer_case is None:
+                continue
+            peer_best = best(cases, model, peer)
+            lines.append(
+                f"- Tandem direct vs {peer}: {ratio(direct, peer_case)} the requests/s "
+                f"(best of each: {ratio(served_best, peer_best)}); "
+                f"RSS {number(_get(direct, 'rss_mib'), 0)} vs {number(_get(peer_case, 'rss_mib'), 0)} MiB; "
+                f"ready in {number(_get(direct, 'ready_s'), 2)} vs {number(_get(peer_case, 'ready_s'), 2)} s."
+            )
+        lines.append(
+            f"- Served vs raw onnxruntime: Tandem's best ({_describe(served_best)}) reaches "
+            f"{ratio(served_best, raw_one)} of batch 1 in-process and {ratio(served_best, raw_best)} of the best batch "
+            f"(batch {_get(raw_best, 'batch')})."
+        )
+        lines.append("")
+    heavy = "nsfw" if "nsfw" in models else models[-1]
+    lines.append(f"Batching on vs off at concurrency {top} for {heavy}:")
+    for server in ("tandem-direct", "tandem-sidecar", *PEERS):
+        on, off = find(cases, heavy, server, True, top), find(cases, heavy, server, False, top)
+        if on is not None and off is not None:
+            lines.append(
+                f"- {server}: {ratio(on, off)} ({number(off['requests_per_s'])} → {number(on['requests_per_s'])} req/s)"
+            )
+    return lines
+
+
+def _get(case: Case | None, key: str) -> Any:
+    return None if case is None else case.get(key)
+
+
+def _describe(case: Case | None) -> str:
+    if case is None:
+        return "n/a"
+    return f"{number(case['requests_per_s'])} req/s at concurrency {case['concurrency']}, batching " + (
+        "on" if case["batching"] else "off"
+    )
+
+
+def table(cases: list[Case], model: str) -> list[str]:
+    lines = [
+        "| server | batching | concurrency / batch | req/s | p50 ms | p99 ms | errors | RSS MiB | ready s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in cases:
+        if case["model"] != model:
+            continue
+        load = f"batch {case['batch']}" if case["concurrency"] is None else str(case["concurrency"])
+        lines.append(
+            f"| {case['server']} | {'on' if case['batching'] else 'off'} | {load} | "
+            f"{number(case['requests_per_s'])} | {latency(case['p50_ms'])} | {latency(case['p99_ms'])} | "
+            f"{case['errors']} | {number(case['rss_mib'], 0)} | {number(case['ready_s'], 2)} |"
+        )
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    settings, host = report["settings"], report["machine"]
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"{report['date']}; {host['nproc']} cores ({host['cpu']}), {host['memory_gib']} GiB memory, "
+        f"Python {host['python']}. Command: `{report['command']}` ({report['wall_s']} s).",
+        "",
+        f"Servers on core {settings['cores']['servers']}, hey on core {settings['cores']['load_generator']}; "
+        f"onnxruntime with one intra-op thread everywhere; warm-up {settings['warmup_s']} s, then "
+        + ", ".join(f"{model} {seconds} s" for model, seconds in settings["seconds"].items())
+        + f" per case. Batching: at most {settings['batching']['max_batch_size']} rows, "
+        f"{settings['batching']['max_wait_ms']} ms wait. RSS: peak of the serving processes (app, sidecar, "
+        "workers) during the case; ready: from start until the first 200 on the readiness route. "
+        "Peers: " + "; ".join(settings["peers"].values()) + ".",
+        "",
+        "## Summary",
+        "",
+        *summary(report),
+        "",
+    ]
+    if report["failures"]:
+        lines += ["## Not measured", ""]
+        lines += [f"- {f['model']} {f['server']} (batching {f['batching']}): {f['error']}" for f in report["failures"]]
+        lines.append("")
+    for model in settings["models"]:
+        lines += [f"## {model}", "", *table(report["cases"], model), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # Renders the markdown again from a results file: python -m bench.report bench/results/serving.json
+    source = Path(sys.argv[1])
+    source.with_suffix(".md").write_text(markdown(json.loads(source.read_text())))
