@@ -72,7 +72,8 @@ class Unprocessable(Exception):
 
 READINGS = Counter(
     "tandem_features_readings",
-    "Readings taken from the readings topic, by outcome: predicted, windowing (no full window yet), duplicate",
+    "Readings taken from the readings topic, by outcome: predicted, windowing (no full window yet), duplicate, "
+    "conflict (another replica saved the window first: read again)",
     ["outcome"],
 )
 SUCCESS, RETRY, DROP = ({"status": status} for status in ("SUCCESS", "RETRY", "DROP"))
@@ -115,6 +116,7 @@ async def process(sidecar: Sidecar, reading: Reading) -> dict[str, str]:
                 settings.state_store, key, window.to_state(), etag=etag, only_if_absent=etag is None
             )
         except ETagMismatch:
+            READINGS.labels("conflict").inc()
             continue
         READINGS.labels("windowing" if computed is None else "predicted").inc()
         return SUCCESS

@@ -34,8 +34,16 @@ OPEN_AT, CLOSE_AT, CLOSE_AFTER = 0.7, 0.3, 5  # the alerts service's defaults
 
 
 class Pipeline:
-    def __init__(self, stack: Stack, sidecars: dict[str, Sidecar], app_ports: dict[str, int], app_env: dict[str, str]):
+    def __init__(
+        self,
+        stack: Stack,
+        sidecars: dict[str, Sidecar],
+        app_ports: dict[str, int],
+        app_env: dict[str, str],
+        resources: Path,
+    ):
         self.stack = stack
+        self.resources = resources
         self.app_env = app_env
         self.sidecars = sidecars
         self.app_ports = app_ports
@@ -138,7 +146,7 @@ def pipeline(stack: Stack, model_repository: Path):
     app_env = {"FEATURES_REGRESSION_APP": regression_id}
     for app in ("alerts", "features", "sensors"):
         sidecars[app], ports[app] = stack.start_app_beside_sidecar(app, resources, **app_env)
-    yield Pipeline(stack, sidecars, ports, app_env)
+    yield Pipeline(stack, sidecars, ports, app_env, resources)
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +251,21 @@ def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_pipeline_flows_o
     for topic, data in poison.items():
         assert letters[data["poison"]]["data"] == data
         assert letters[data["poison"]]["topic"] == topic  # where it was published, before it went dead
+
+
+def test_two_features_replicas_keep_every_reading_of_a_window_exactly_once(pipeline):
+    # A second replica: same app id, so the broker splits the readings between the two consumers and readings of
+    # one machine are windowed by both; ETags keep either from overwriting the other's window.
+    sidecar, port = pipeline.stack.start_app_beside_sidecar("features", pipeline.resources, **pipeline.app_env)
+    machines, prefix = 2, f"replicas-{uuid.uuid4().hex[:6]}-"
+    pipeline.feed(machines, prefix)
+    expected = {f"{prefix}{slot}": machine_lifetime(slot) for slot in range(machines)}
+    wait_until(
+        lambda: all(pipeline.invoke("features", f"machines/{m}")["readings"] == n for m, n in expected.items()),
+        "every reading in its machine's window",
+        timeout=240,
+    )
+    served = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'tandem_features_readings_total{outcome="predicted"}' in served, "the second replica took no reading"
+    counts = {m: pipeline.invoke("alerts", f"machines/{m}")["predictions"] for m in expected}
+    print("predictions applied per machine with two replicas:", counts, "of", {m: n - 29 for m, n in expected.items()})
