@@ -10,7 +10,7 @@ sensors, each app beside its daprd, as `make run` does) and runs two phases on f
 - paced: the same at a fraction of the end-to-end rate just measured, so no backlog grows; latency is from sensors
   accepting a reading to alerts applying its prediction (every reading, from the alerts service's histogram) and to
   the alert it opens (every alert, exact).
-Writes bench/results/pipeline.{json,md} and, when matplotlib is installed, pipeline.png.
+Writes bench/results/pipeline.{json,md} and, with the plot venv of bench/setup.sh, pipeline.png.
 """
 
 import argparse
@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +40,7 @@ from tests.integration.stack import Stack, wait_until  # noqa: E402
 
 SEED = 0
 RESULTS = ROOT / "bench" / "results"
+VENVS = ROOT / ".bench" / "venvs"
 
 
 def start_pipeline(work: Path, bulk: bool) -> tuple[Stack, dict[str, str], dict[str, int]]:
@@ -158,14 +160,14 @@ def main() -> None:
         print(mode, json.dumps(results[mode], indent=2))
     report = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work (busy)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "machines_per_phase": args.machines,
         "results": results,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "pipeline.md").write_text(markdown(report))
-    plot(report)
+    plot()
 
 
 def markdown(report: dict) -> str:
@@ -174,8 +176,8 @@ def markdown(report: dict) -> str:
         "",
         f"{report['date']}, {report['machine']}; `python bench/pipeline.py`. Each phase runs "
         f"{report['machines_per_phase']} machines of the seeded fleet until they fail; every app beside its daprd, "
-        "Redis Streams and the Redis state store between them. Figures from a busy 2-core machine shared with other "
-        "work: compare the two modes, not the absolute numbers, with other machines.",
+        "Redis Streams and the Redis state store between them. Compare the two modes rather than absolute figures "
+        "across machines.",
         "",
         "| sensors publish | ingest (readings/s) | end to end (readings/s) | paced at (readings/s) "
         "| reading → prediction p50 / p99 (s) | reading → alert p50 / p99 (s) | alerts |",
@@ -201,38 +203,15 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(report: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot written")
+def plot() -> None:
+    python = VENVS / "plot" / "bin" / "python"
+    if not python.exists():
+        print(f"no plot: {python} is missing (bench/setup.sh plot makes it)")
         return
-    modes = list(report["results"])
-    figure, (rates, latency) = plt.subplots(1, 2, figsize=(10, 4))
-    x = np.arange(len(modes))
-    for offset, key, name in (
-        (-0.2, "ingest_readings_per_s", "ingest"),
-        (0.2, "end_to_end_readings_per_s", "end to end"),
-    ):
-        rates.bar(x + offset, [report["results"][mode]["saturation"][key] for mode in modes], 0.4, label=name)
-    rates.set_xticks(x, modes)
-    rates.set_ylabel("readings/s")
-    rates.legend()
-    for offset, key in ((-0.2, "reading_to_prediction"), (0.2, "reading_to_alert")):
-        paced = [report["results"][mode]["paced"] for mode in modes]
-        latency.bar(x + offset, [phase[f"{key}_p50_s"] or 0 for phase in paced], 0.4, label=f"{key} p50")
-        latency.scatter(
-            x + offset, [phase[f"{key}_p99_s"] or 0 for phase in paced], marker="_", s=400, label=f"{key} p99"
-        )
-    latency.set_xticks(x, modes)
-    latency.set_ylabel("seconds")
-    latency.legend(fontsize=7)
-    figure.suptitle("Maintenance pipeline on a busy 2-core machine")
-    figure.tight_layout()
-    figure.savefig(RESULTS / "pipeline.png", dpi=100)
+    script = Path(__file__).with_name("plot_pipeline.py")
+    subprocess.run(
+        [str(python), str(script), str(RESULTS / "pipeline.json"), str(RESULTS / "pipeline.png")], check=True
+    )
 
 
 if __name__ == "__main__":
