@@ -25,7 +25,7 @@ from pydantic_settings import SettingsConfigDict
 
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
-from tandem.sidecar import ETagMismatch, Sidecar, SidecarError
+from tandem.sidecar import KEEP, Sidecar, SidecarError
 
 from .episodes import Change, MachineState, Thresholds
 
@@ -94,28 +94,29 @@ async def on_prediction(request: Request, event: dict[str, Any] = Body()) -> dic
 async def apply(sidecar: Sidecar, prediction: Prediction) -> Change | None:
     """Applies the prediction to its machine; the alert it opens or closes is stored before the machine's state,
     so a crash in between repeats the same change (same alert id) on redelivery instead of losing it."""
-    key = f"machine-{prediction.machine}"
-    for _ in range(settings.etag_attempts):
-        state_doc, etag = await sidecar.get_state(settings.state_store, key)
+    Applied = tuple[bool, Change | None, dict[str, Any] | None]  # new to this machine, the change, its alert
+
+    async def apply_to(state_doc: Any) -> tuple[Any, Applied]:
         state = MachineState.from_state(state_doc)
         if prediction.id in state.seen:
-            PREDICTIONS.labels("duplicate").inc()
-            return None
+            return KEEP, (False, None, None)
         summary = prediction.model_dump(mode="json", exclude={"machine"})
         change = state.apply(prediction.machine, prediction.id, prediction.timestamp.timestamp(), summary, THRESHOLDS)
         alert = None if change is None else await record_change(sidecar, change, prediction)
-        try:
-            await sidecar.save_state(
-                settings.state_store, key, state.to_state(), etag=etag, only_if_absent=etag is None
-            )
-        except ETagMismatch:
-            continue
-        PREDICTIONS.labels("applied").inc()
-        READING_TO_PREDICTION_SECONDS.observe(time.time() - prediction.received_at)
-        if alert is not None:
-            broadcast(alert)
-        return change
-    raise SidecarError(409, "state kept changing under this replica", f"apply prediction {prediction.id}")
+        return state.to_state(), (True, change, alert)
+
+    key = f"machine-{prediction.machine}"
+    new, change, alert = await sidecar.update_state(
+        settings.state_store, key, apply_to, attempts=settings.etag_attempts
+    )
+    if not new:
+        PREDICTIONS.labels("duplicate").inc()
+        return None
+    PREDICTIONS.labels("applied").inc()
+    READING_TO_PREDICTION_SECONDS.observe(time.time() - prediction.received_at)
+    if alert is not None:
+        broadcast(alert)
+    return change
 
 
 async def record_change(sidecar: Sidecar, change: Change, prediction: Prediction) -> dict[str, Any]:
@@ -146,17 +147,13 @@ async def record_change(sidecar: Sidecar, change: Change, prediction: Prediction
 
 
 async def update_document(sidecar: Sidecar, key: str, empty: Callable[[], Any], mutate: Callable[[Any], Any]) -> Any:
-    """Read-modify-write of one state document with its ETag, again from the read when another writer won."""
-    for _ in range(settings.etag_attempts):
-        document, etag = await sidecar.get_state(settings.state_store, key)
+    """Read-modify-write of one state document; `mutate` changes it in place and returns the result."""
+
+    async def change(document: Any) -> tuple[Any, Any]:
         document = empty() if document is None else document
-        result = mutate(document)
-        try:
-            await sidecar.save_state(settings.state_store, key, document, etag=etag, only_if_absent=etag is None)
-        except ETagMismatch:
-            continue
-        return result
-    raise SidecarError(409, "state kept changing under this replica", f"update {key}")
+        return document, mutate(document)
+
+    return await sidecar.update_state(settings.state_store, key, change, attempts=settings.etag_attempts)
 
 
 @router.post("/events/dead-letters", include_in_schema=False)

@@ -28,7 +28,7 @@ from pydantic_settings import SettingsConfigDict
 from tandem.fleet import FEATURES
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
-from tandem.sidecar import ETagMismatch, Sidecar, SidecarError
+from tandem.sidecar import KEEP, Sidecar, SidecarError
 
 from .window import Window
 
@@ -96,31 +96,33 @@ async def on_reading(request: Request, event: dict[str, Any] = Body()) -> dict[s
 
 
 async def process(sidecar: Sidecar, reading: Reading) -> dict[str, str]:
-    key = f"window-{reading.machine}"
-    for _ in range(settings.etag_attempts):
-        state, etag = await sidecar.get_state(settings.state_store, key)
+    calls = 0
+
+    async def add_reading(state: Any) -> tuple[Any, str]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # another replica saved the window first
+            READINGS.labels("conflict").inc()
         window = Window.from_state(state)
         try:
             added = window.add(reading.id, reading.timestamp.timestamp(), reading.values)
         except KeyError as missing:
             raise Unprocessable(f"reading {reading.id} has no value for channel {missing}") from None
         if not added:
-            READINGS.labels("duplicate").inc()
-            return SUCCESS
+            return KEEP, "duplicate"
         computed = window.features(reading.id)
-        if computed is not None:
-            prediction = await predict(sidecar, reading, *computed)
-            await sidecar.publish(settings.pubsub, settings.predictions_topic, prediction)
-        try:
-            await sidecar.save_state(
-                settings.state_store, key, window.to_state(), etag=etag, only_if_absent=etag is None
-            )
-        except ETagMismatch:
-            READINGS.labels("conflict").inc()
-            continue
-        READINGS.labels("windowing" if computed is None else "predicted").inc()
-        return SUCCESS
-    return RETRY
+        if computed is None:
+            return window.to_state(), "windowing"
+        prediction = await predict(sidecar, reading, *computed)
+        await sidecar.publish(settings.pubsub, settings.predictions_topic, prediction)
+        return window.to_state(), "predicted"
+
+    # Spent attempts raise ETagMismatch, a SidecarError: the event is retried later.
+    outcome = await sidecar.update_state(
+        settings.state_store, f"window-{reading.machine}", add_reading, attempts=settings.etag_attempts
+    )
+    READINGS.labels(outcome).inc()
+    return SUCCESS
 
 
 async def predict(sidecar: Sidecar, reading: Reading, features: Any, covered: list[str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tandem.repository import check_name
-from tandem.sidecar import ETagMismatch, Sidecar, SidecarError
+from tandem.sidecar import Sidecar
 
 ATTEMPTS = 20
 
@@ -34,23 +34,12 @@ class Collections:
         return await self._change(collection, lambda stored: [stored.pop(id_, None) for id_ in ids])
 
     async def _change(self, collection: str, change) -> int:
-        key = self._key(collection)
-        for _ in range(ATTEMPTS):
-            value, etag = await self.sidecar.get_state(self.store, key)
+        async def changed(value: Any) -> tuple[dict[str, Any], int]:
             stored = (value or {}).get("documents", {})
             change(stored)
-            try:
-                await self.sidecar.save_state(
-                    self.store, key, {"documents": stored}, etag=etag, only_if_absent=etag is None
-                )
-                return len(stored)
-            except ETagMismatch:
-                continue
-            except SidecarError:
-                if etag is None and (await self.sidecar.get_state(self.store, key))[1] is not None:
-                    continue  # someone else created the collection first: start again from theirs
-                raise
-        raise SidecarError(409, "too many concurrent writers", f"update collection {collection}")
+            return {"documents": stored}, len(stored)
+
+        return await self.sidecar.update_state(self.store, self._key(collection), changed, attempts=ATTEMPTS)
 
     async def search(self, collection: str, query: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         stored = await self.documents(collection)

@@ -5,11 +5,16 @@ invocation, pub/sub and state to a round trip on an open socket.
 """
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 
 from .settings import DaprSettings
+
+T = TypeVar("T")
+# What `Sidecar.update_state`'s change returns to leave the key as it is.
+KEEP = object()
 
 
 class SidecarError(Exception):
@@ -130,6 +135,29 @@ class Sidecar:
             item["options"] = {"concurrency": "first-write"}
         response = await self.http.post(f"/v1.0/state/{store}", content=json.dumps([item]))
         _raise_for_status(response, f"save state {store}/{key}")
+
+    async def update_state(
+        self, store: str, key: str, change: Callable[[Any], Awaitable[tuple[Any, T]]], *, attempts: int = 10
+    ) -> T:
+        """Read-modify-write of one key, safe against other writers: `change(value)` (None for a missing key)
+        returns (what to save, or KEEP to save nothing; a result). When another writer saved first, the key is
+        read again and `change` called again, so it must not assume it runs once. Returns the result."""
+        for _ in range(attempts):
+            value, etag = await self.get_state(store, key)
+            new_value, result = await change(value)
+            if new_value is KEEP:
+                return result
+            try:
+                await self.save_state(store, key, new_value, etag=etag, only_if_absent=etag is None)
+                return result
+            except ETagMismatch:
+                continue
+            except SidecarError:
+                # A lost race to create the key comes back as 500, not 409: if the key exists now, start again.
+                if etag is None and (await self.get_state(store, key))[1] is not None:
+                    continue
+                raise
+        raise ETagMismatch(409, f"{attempts} writers in a row saved first", f"update state {store}/{key}")
 
     async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
         headers = {"If-Match": etag} if etag is not None else None

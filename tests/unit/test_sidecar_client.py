@@ -6,7 +6,7 @@ import json
 import httpx
 import pytest
 
-from tandem.sidecar import ETagMismatch, Sidecar, SidecarError
+from tandem.sidecar import KEEP, ETagMismatch, Sidecar, SidecarError
 
 
 def sidecar_answering(handler) -> tuple[Sidecar, list[httpx.Request]]:
@@ -75,3 +75,66 @@ def test_bulk_publish_sends_one_entry_per_event_and_reports_failed_entries():
         asyncio.run(sidecar.publish_bulk("pubsub", "readings", [{"a": 1}, {"a": 2}]))
     assert error.value.status == 500
     assert json.loads(error.value.body)["failedEntries"][0]["entryId"] == "1"
+
+
+def test_update_state_reads_again_when_another_writer_saved_first():
+    versions = iter([("1", 409), ("2", 204)])  # the first save loses to another writer, the second lands
+    saved = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            etag, _ = current[0]
+            return httpx.Response(200, json={"n": int(etag)}, headers={"etag": etag})
+        saved.append(json.loads(request.content)[0])
+        status = current[0][1]
+        current[0] = next(versions, current[0])
+        return httpx.Response(status)
+
+    current = [next(versions)]
+    sidecar, _ = sidecar_answering(handler)
+    calls = []
+
+    async def add_one(value):
+        calls.append(value)
+        return {"n": value["n"] + 1}, value["n"] + 1
+
+    assert asyncio.run(sidecar.update_state("store", "k", add_one)) == 3
+    assert calls == [{"n": 1}, {"n": 2}]
+    assert [item["etag"] for item in saved] == ["1", "2"]
+
+
+def test_update_state_keeps_the_key_retries_a_lost_create_and_gives_up_after_its_attempts():
+    sidecar, seen = sidecar_answering(lambda request: httpx.Response(200, json=1, headers={"etag": "1"}))
+
+    async def keep(value):
+        return KEEP, "kept"
+
+    assert asyncio.run(sidecar.update_state("store", "k", keep)) == "kept"
+    assert [request.method for request in seen] == ["GET"]
+
+    # Two writers create the key at once: the loser gets 500, then finds the key and starts again from it.
+    answers = iter(
+        [
+            httpx.Response(204),  # read: no key yet
+            httpx.Response(500, text="failed to set key"),  # create: the other writer created it first
+            httpx.Response(200, json=5, headers={"etag": "3"}),  # the key exists now
+            httpx.Response(200, json=5, headers={"etag": "3"}),  # read again
+            httpx.Response(204),  # saved over etag 3
+        ]
+    )
+    sidecar, seen = sidecar_answering(lambda request: next(answers))
+
+    async def create(value):
+        return (value or 0) + 1, value
+
+    assert asyncio.run(sidecar.update_state("store", "k", create)) == 5
+    assert [request.method for request in seen] == ["GET", "POST", "GET", "GET", "POST"]
+    assert json.loads(seen[-1].content)[0]["etag"] == "3"
+
+    sidecar, _ = sidecar_answering(
+        lambda request: (
+            httpx.Response(409) if request.method == "POST" else httpx.Response(200, json=1, headers={"etag": "1"})
+        )
+    )
+    with pytest.raises(ETagMismatch):
+        asyncio.run(sidecar.update_state("store", "k", create, attempts=3))
