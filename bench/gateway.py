@@ -22,11 +22,10 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-import httpx
 from tqdm import tqdm
 
 from bench.serving import HEY, LOAD_CORE, SERVER_CORE, VENVS, Endpoint, hey, machine
-from tests.integration.stack import ROOT, Stack, free_port, wait_until
+from tests.integration.stack import ROOT, Stack
 
 BENCH = ROOT / "bench"
 KEY = "bench-key-0123456789"
@@ -37,20 +36,9 @@ PATHS = ["direct", "one sidecar", "two sidecars", "gateway"]
 def start(stack: Stack) -> dict[str, Endpoint]:
     models = ROOT / "models"
     regression, app_port = stack.start_service("regression", models, REGRESSION_MODELS="diabetes")
-    stack.secrets_file.write_text(json.dumps({"gateway-api-keys": {"bench": KEY}}))
-    gateway_port, sidecar_port = free_port(), free_port()
-    stack.start_app(
-        "gateway",
-        [sys.executable, "-m", "gateway"],
-        gateway_port,
-        DAPR_HTTP_PORT=str(sidecar_port),
-        GATEWAY_SERVICES="regression",
-        GATEWAY_RATE_LIMIT="0",
+    _, gateway_sidecar, gateway_port = stack.start_gateway(
+        {"bench": KEY}, GATEWAY_SERVICES="regression", GATEWAY_RATE_LIMIT="0"
     )
-    gateway_sidecar = stack.start_sidecar(
-        "gateway", stack.components({}), gateway_port, sidecar_port, health_path="/v2/health/live"
-    )
-    wait_until(lambda: httpx.get(f"http://127.0.0.1:{gateway_port}/v2/health/ready").status_code == 200, "gateway")
     infer = "v2/models/diabetes/infer"
     dapr = {"dapr-api-token": stack.dapr_api_token}
     return {

@@ -154,7 +154,10 @@ def start_tandem(run: Run, workload: Workload, batching: bool) -> Deployment:
         app_ready = time.perf_counter() - started
         sidecar = stack.start_sidecar(service, stack.components({}), app_port, sidecar_port)
         sidecar_ready = time.perf_counter() - started
-        gateway, gateway_sidecar, gateway_port = start_gateway(stack, service)
+        # The gateway routing to `service` through its own sidecar; a client key in the stack's secret store.
+        gateway, gateway_sidecar, gateway_port = stack.start_gateway(
+            {"bench": GATEWAY_KEY}, GATEWAY_SERVICES=service, GATEWAY_RATE_LIMIT="0"
+        )
         gateway_ready = time.perf_counter() - started
     except BaseException:
         stack.close()
@@ -180,26 +183,12 @@ def start_tandem(run: Run, workload: Workload, batching: bool) -> Deployment:
                 "tandem-gateway",
                 f"http://127.0.0.1:{gateway_port}/{route}",
                 {"Authorization": f"Bearer {GATEWAY_KEY}"},
-                [app, sidecar.process, gateway, gateway_sidecar],
+                [app, sidecar.process, gateway, gateway_sidecar.process],
                 gateway_ready,
             ),
         ],
         stack.close,
     )
-
-
-def start_gateway(stack: Stack, service: str) -> tuple[Process, Process, int]:
-    """The gateway routing to `service` through its own sidecar; a client key in the stack's secret store."""
-    stack.secrets_file.write_text(json.dumps({"gateway-api-keys": {"bench": GATEWAY_KEY}}))
-    port, sidecar_port = free_port(), free_port()
-    env = {"DAPR_HTTP_PORT": str(sidecar_port), "GATEWAY_SERVICES": service, "GATEWAY_RATE_LIMIT": "0"}
-    gateway = stack.start_app("gateway", [sys.executable, "-m", "gateway"], port, **env)
-    # As in `make run`: its sidecar watches liveness, since readiness follows the model services.
-    sidecar = stack.start_sidecar("gateway", stack.components({}), port, sidecar_port, health_path="/v2/health/live")
-    wait_until(
-        lambda: httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200, "gateway ready", 60, gateway
-    )
-    return gateway, sidecar.process, port
 
 
 def start_kserve(run: Run, workload: Workload, batching: bool) -> Deployment:

@@ -1,5 +1,6 @@
 """Starts the real parts on free ports for integration tests: Redis, daprd sidecars, app processes."""
 
+import json
 import os
 import secrets
 import signal
@@ -212,6 +213,25 @@ class Stack:
         app_port, sidecar_port = free_port(), free_port()
         self.start_app(module, [sys.executable, "-m", module], app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
         return self.start_sidecar(app_id or module, resources, app_port, sidecar_port), app_port
+
+    def start_gateway(self, keys: dict[str, str], **env: str) -> tuple[Process, Sidecar, int]:
+        """The gateway beside its sidecar, its clients' `keys` (client -> key) in this stack's secret store; returns
+        the app, its sidecar and the app's port once it is ready (so are the services it routes to)."""
+        self.secrets_file.write_text(json.dumps({"gateway-api-keys": keys}))
+        app_port, sidecar_port = free_port(), free_port()
+        command = [sys.executable, "-m", "gateway"]
+        process = self.start_app("gateway", command, app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
+        # As in dapr.yaml: its sidecar watches liveness, since readiness follows the model services and
+        # model-change announcements must flow while one is down.
+        resources = self.components({})
+        sidecar = self.start_sidecar("gateway", resources, app_port, sidecar_port, health_path="/v2/health/live")
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{app_port}/v2/health/ready").status_code == 200,
+            "gateway ready",
+            timeout=60,
+            process=process,
+        )
+        return process, sidecar, app_port
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Process:
         process = Process.start(name, command, self.work, env or environment())

@@ -6,7 +6,6 @@ Bad inputs tried: no key, a wrong key (both headers), a key in the wrong scheme,
 rate limit, requests to a killed service, calls to a model service's sidecar and app without their tokens."""
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import tritonclient.http as triton
 
 from .cases import CASES, compare, expected
-from .stack import Stack, free_port, wait_until
+from .stack import Stack, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +43,8 @@ def gateway(stack: Stack, model_repository: Path) -> Gateway:
     for service in ("vision", "nlp", "regression"):
         sidecar, app_port = stack.start_service(service, model_repository)
         services[service] = (sidecar.url, app_port)
-    stack.secrets_file.write_text(json.dumps({"gateway-api-keys": KEYS}))
-    app_port, sidecar_port = free_port(), free_port()
-    stack.start_app(
-        "gateway",
-        [sys.executable, "-m", "gateway"],
-        app_port,
-        DAPR_HTTP_PORT=str(sidecar_port),
+    _, _, app_port = stack.start_gateway(
+        KEYS,
         GATEWAY_RATE_LIMIT=str(RATE_LIMIT),
         GATEWAY_RATE_BURST=str(RATE_BURST),
         GATEWAY_BREAKER_FAILURES=str(BREAKER_FAILURES),
@@ -58,11 +52,7 @@ def gateway(stack: Stack, model_repository: Path) -> Gateway:
         # Longer than the tests: model changes must reach the gateway through pub/sub, not a periodic refresh.
         GATEWAY_REFRESH_SECONDS="600",
     )
-    # Its sidecar watches liveness: readiness follows the model services, and pub/sub must flow while one is down.
-    stack.start_sidecar("gateway", stack.components({}), app_port, sidecar_port, health_path="/v2/health/live")
-    gateway = Gateway(f"http://127.0.0.1:{app_port}", services)
-    wait_until(lambda: gateway.get("/v2/health/ready").status_code == 200, "gateway ready")
-    return gateway
+    return Gateway(f"http://127.0.0.1:{app_port}", services)
 
 
 def test_lists_the_models_of_every_service(gateway: Gateway):
