@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException
 
@@ -20,7 +19,7 @@ from tandem.settings import AppSettings, DaprSettings, Names
 from .breaker import CircuitBreaker
 from .directory import ModelDirectory
 from .keys import ApiKeys
-from .proxy import Forwarder, ServiceUnavailable
+from .proxy import Forwarder
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -176,11 +175,7 @@ async def model_route(request: Request, model: str, rest: str = "") -> Response:
     service = await request.app.state.directory.owner(model)
     if service is None:
         raise HTTPException(404, f"model {model!r} is not served by any service (GET /v2/models lists them)")
-    try:
-        return await request.app.state.forwarder.forward(service, request, request.app.state.breakers[service])
-    except ServiceUnavailable as error:
-        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-        return JSONResponse({"error": str(error)}, status_code=503, headers=headers)
+    return await request.app.state.forwarder.forward(service, request, request.app.state.breakers[service])
 
 
 @router.get("/status")

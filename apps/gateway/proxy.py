@@ -8,6 +8,7 @@ import uuid
 import aiohttp
 from fastapi import Request, Response
 from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException
 
 from .breaker import CircuitBreaker
 
@@ -29,12 +30,11 @@ REQUESTS = Counter(
 SECONDS = Histogram("tandem_gateway_seconds", "Time to forward a request and get the answer", ["service"])
 
 
-class ServiceUnavailable(Exception):
-    """The service cannot answer now; `retry_after` is a hint in seconds, when there is one."""
+class ServiceUnavailable(HTTPException):
+    """The service cannot answer now: 503, with `Retry-After` in seconds when there is a hint."""
 
     def __init__(self, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(503, message, {"Retry-After": str(retry_after)} if retry_after else None)
 
 
 def unavailable_reason(status: int, content_type: str, body: bytes) -> str | None:
