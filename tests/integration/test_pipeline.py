@@ -78,7 +78,22 @@ class Pipeline:
                     return False
             return True
 
-        wait_until(done, "every reading and prediction processed", timeout=timeout)
+        try:
+            wait_until(done, "every reading and prediction processed", timeout=timeout)
+        except TimeoutError:
+            counts = {
+                machine: (
+                    self.invoke("features", f"machines/{machine}")["readings"],
+                    lifetime,
+                    self.invoke("alerts", f"machines/{machine}")["predictions"],
+                    lifetime - fleet.WINDOW + 1,
+                )
+                for machine, lifetime in expected.items()
+            }
+            dead = [letter for letter in self.invoke("alerts", "dead-letters") if prefix in json.dumps(letter)]
+            raise TimeoutError(
+                f"(readings, expected, predictions, expected) per machine: {counts}; dead letters: {dead}"
+            ) from None
 
 
 def machine_lifetime(slot: int) -> int:
