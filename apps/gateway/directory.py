@@ -27,11 +27,20 @@ class ModelDirectory:
         self.errors: dict[str, str] = {service: "index not read yet" for service in services}
         self.owners: dict[str, str] = {}
         self.refreshed_at = -math.inf
+        self.reading: asyncio.Future[None] | None = None  # the read of every index under way, if any
 
     async def refresh(self, service: str | None = None) -> None:
         """Reads the repository index of `service` (or of every service) again."""
-        services = [service] if service in self.models else list(self.models)
-        self.refreshed_at = time.monotonic()
+        if service in self.models:
+            await self._read_indexes([service])
+            return
+        # Callers that come while every index is being read wait for that read instead of starting another.
+        if self.reading is None or self.reading.done():
+            self.refreshed_at = time.monotonic()
+            self.reading = asyncio.ensure_future(self._read_indexes(list(self.models)))
+        await asyncio.shield(self.reading)
+
+    async def _read_indexes(self, services: list[str]) -> None:
         await asyncio.gather(*(self._read_index(name) for name in services))
         owners: dict[str, str] = {}
         for name, entries in self.models.items():
@@ -66,8 +75,11 @@ class ModelDirectory:
 
     async def owner(self, model: str) -> str | None:
         """The service that holds `model`, reading the indexes again if it is unknown (a new model)."""
-        if model not in self.owners and time.monotonic() - self.refreshed_at > UNKNOWN_MODEL_REFRESH_SECONDS:
-            await self.refresh()
+        if model not in self.owners:
+            if self.reading is not None and not self.reading.done():
+                await asyncio.shield(self.reading)
+            elif time.monotonic() - self.refreshed_at > UNKNOWN_MODEL_REFRESH_SECONDS:
+                await self.refresh()
         return self.owners.get(model)
 
     def listing(self) -> list[dict[str, Any]]:

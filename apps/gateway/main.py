@@ -138,8 +138,15 @@ async def service_readiness(request: Request) -> dict[str, str]:
 
 
 async def ready(request: Request) -> tuple[bool, str]:
-    """Ready when API keys are loaded and every service the gateway routes to is ready."""
-    problems = [f"{service}: {why}" for service, why in (await service_readiness(request)).items() if why]
+    """Ready when API keys are loaded and every service the gateway routes to is ready and its model index read
+    (else the first requests of a client that waited for readiness could find no owner for their model)."""
+    directory: ModelDirectory = request.app.state.directory
+    readiness = await service_readiness(request)
+    problems = [
+        f"{service}: {why or directory.errors[service]}"
+        for service, why in readiness.items()
+        if why or directory.errors[service]
+    ]
     if request.app.state.keys.error:
         problems.append(request.app.state.keys.error)
     return not problems, "not ready: " + "; ".join(problems)

@@ -7,6 +7,7 @@ import httpx
 from starlette.requests import Request
 
 from gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from gateway.directory import ModelDirectory
 from gateway.keys import ApiKeys
 from gateway.main import presented_key
 from gateway.proxy import unavailable_reason
@@ -106,6 +107,34 @@ def test_api_keys_come_from_one_secret_and_survive_a_failed_refresh():
     asyncio.run(keys.refresh())
     assert keys.client("k1") == "alice"
     assert "could not read secret 'api-keys'" in keys.error
+
+
+def test_a_model_asked_for_during_an_index_read_waits_for_that_read():
+    """The periodic read is under way when the first request for a model comes: the request must get the model's
+    owner from that read, not a 404 because a read started less than a second ago."""
+
+    async def scenario() -> tuple[str | None, int]:
+        release = asyncio.Event()
+        reads = []
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            reads.append(request.url.path)
+            await release.wait()
+            return httpx.Response(200, json=[{"name": "diabetes", "version": "1", "state": "READY"}])
+
+        sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(handler))
+        directory = ModelDirectory(sidecar, ["regression"], timeout=1)
+        periodic = asyncio.create_task(directory.refresh())
+        await asyncio.sleep(0)
+        asked = asyncio.create_task(directory.owner("diabetes"))
+        await asyncio.sleep(0.05)
+        release.set()
+        await periodic
+        return await asked, len(reads)
+
+    owner, reads = asyncio.run(scenario())
+    assert owner == "regression"
+    assert reads == 1  # the request waited for the read under way rather than starting another
 
 
 def request_with(headers: dict[str, str]) -> Request:
