@@ -2,8 +2,9 @@
 # Puts the Dapr runtime (daprd, placement, scheduler) and the dapr CLI, at the versions pinned in
 # dapr/runtime/go.mod and dapr/cli/go.mod, into a folder that `dapr run --runtime-path` accepts:
 #   <dest>/.dapr/bin/{daprd,placement,scheduler,dapr}  <dest>/.dapr/config.yaml  <dest>/.dapr/components/
-# A daprd of the pinned version in ~/.dapr/bin (from `dapr init`) is reused; the rest is built with Go
-# from the module proxy. Nothing that is up to date is rebuilt.
+# Everything is built with Go from the module proxy; the runtime with the fixes in runtime/patches applied
+# to the pinned release (each patch says what it mends), so a daprd from `dapr init` is not used.
+# Nothing that is up to date is rebuilt.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,21 +22,36 @@ up_to_date() {
     [[ -z "$(find "$3" -type f -newer "$1" -print -quit)" ]]
 }
 
+# The pinned release's source with runtime/patches applied, and a copy of runtime/go.mod that builds with it.
+patched_runtime() {
+    local source="$dest/src/dapr@$dapr_version" original
+    if [[ ! -f "$source/.patched" || -n "$(find "$here/runtime/patches" -newer "$source/.patched" -print -quit)" ]]; then
+        original=$(cd "$here/runtime" && go mod download -json github.com/dapr/dapr |
+            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+        rm -rf "$source" && mkdir -p "$dest/src" && cp -R "$original" "$source" && chmod -R u+w "$source"
+        for patch in "$here"/runtime/patches/*.patch; do
+            echo "runtime: applying $(basename "$patch")"
+            (cd "$source" && git apply "$patch")
+        done
+        touch "$source/.patched"
+    fi
+    cp "$here/runtime/go.mod" "$dest/src/go.mod"
+    cp "$here/runtime/go.sum" "$dest/src/go.sum"
+    go mod edit -replace "github.com/dapr/dapr=$source" "$dest/src/go.mod"
+    runtime_modfile="$dest/src/go.mod"
+}
+
 for name in daprd placement scheduler; do
     target="$bin/$name"
     up_to_date "$target" "$dapr_version" "$here/runtime" && continue
-    installed="$HOME/.dapr/bin/$name"
-    if [[ "$name" == daprd && -x "$installed" && "$("$installed" --version 2>/dev/null)" == "$dapr_version" ]]; then
-        echo "runtime: reusing $installed ($dapr_version)"
-        ln -sf "$installed" "$target"
-    else
-        echo "runtime: building $name $dapr_version with Go (the first build takes minutes)"
-        started=$SECONDS
-        (cd "$here/runtime" && go build -tags stablecomponents -trimpath -o "$target" \
-            -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$dapr_version -X github.com/dapr/kit/logger.DaprVersion=$dapr_version" \
-            "./cmd/$name")
-        echo "runtime: built $name in $((SECONDS - started)) s"
-    fi
+    [[ -n "${runtime_modfile:-}" ]] || patched_runtime
+    rm -f "$target"  # it may be a link to a daprd from `dapr init`, which must stay as it is
+    echo "runtime: building $name $dapr_version with Go (the first build takes minutes)"
+    started=$SECONDS
+    (cd "$here/runtime" && go build -modfile "$runtime_modfile" -tags stablecomponents -trimpath -o "$target" \
+        -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$dapr_version -X github.com/dapr/kit/logger.DaprVersion=$dapr_version" \
+        "./cmd/$name")
+    echo "runtime: built $name in $((SECONDS - started)) s"
     echo "$dapr_version" > "$target.version"
     touch -h "$target"
 done
