@@ -36,7 +36,11 @@ def retry_deliveries_together(resources: Path) -> None:
     pubsub["spec"]["metadata"].append({"name": "concurrency", "value": "100"})
     (resources / "pubsub.yaml").write_text(yaml.safe_dump(pubsub))
     resiliency = yaml.safe_load((resources / "resiliency.yaml").read_text())
-    resiliency["spec"]["policies"]["retries"]["delivery"] = {"policy": "constant", "duration": "200ms", "maxRetries": 300}
+    resiliency["spec"]["policies"]["retries"]["delivery"] = {
+        "policy": "constant",
+        "duration": "200ms",
+        "maxRetries": 300,
+    }
     (resources / "resiliency.yaml").write_text(yaml.safe_dump(resiliency))
 
 
