@@ -75,11 +75,10 @@ class ModelDirectory:
 
     async def owner(self, model: str) -> str | None:
         """The service that holds `model`, reading the indexes again if it is unknown (a new model)."""
-        if model not in self.owners:
-            if self.reading is not None and not self.reading.done():
-                await asyncio.shield(self.reading)
-            elif time.monotonic() - self.refreshed_at > UNKNOWN_MODEL_REFRESH_SECONDS:
-                await self.refresh()
+        reading_now = self.reading is not None and not self.reading.done()
+        stale = time.monotonic() - self.refreshed_at > UNKNOWN_MODEL_REFRESH_SECONDS
+        if model not in self.owners and (reading_now or stale):
+            await self.refresh()  # joins the read under way, if there is one
         return self.owners.get(model)
 
     def listing(self) -> list[dict[str, Any]]:
