@@ -10,7 +10,6 @@ import contextlib
 import json
 import shutil
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -38,7 +37,6 @@ class Pipeline:
         self,
         stack: Stack,
         sidecars: dict[str, Sidecar],
-        app_ports: dict[str, int],
         app_env: dict[str, str],
         resources: Path,
     ):
@@ -46,7 +44,6 @@ class Pipeline:
         self.resources = resources
         self.app_env = app_env
         self.sidecars = sidecars
-        self.app_ports = app_ports
         self.http = httpx.Client(headers={"dapr-api-token": stack.dapr_api_token}, timeout=30)
 
     def invoke(self, app: str, method: str) -> Any:
@@ -154,14 +151,14 @@ def pipeline(stack: Stack, model_repository: Path):
     # regression service, not one that another stack on the same machine runs.
     regression_id = f"regression-{uuid.uuid4().hex[:8]}"
     pipeline_pace(resources, regression_id)
-    sidecars, ports = {}, {}
-    sidecars["regression"], ports["regression"] = stack.start_app_beside_sidecar(
+    sidecars = {}
+    sidecars["regression"], _ = stack.start_app_beside_sidecar(
         "regression", resources, app_id=regression_id, REGRESSION_MODEL_REPOSITORY=str(model_repository)
     )
     app_env = {"FEATURES_REGRESSION_APP": regression_id}
     for app in ("alerts", "features", "sensors"):
-        sidecars[app], ports[app] = stack.start_app_beside_sidecar(app, resources, **app_env)
-    yield Pipeline(stack, sidecars, ports, app_env, resources)
+        sidecars[app], _ = stack.start_app_beside_sidecar(app, resources, **app_env)
+    yield Pipeline(stack, sidecars, app_env, resources)
 
 
 @pytest.fixture(scope="module")
@@ -214,14 +211,9 @@ def test_kill_9_of_features_mid_stream_loses_no_reading_and_duplicates_no_alert(
     features = next(process for process in pipeline.stack.processes if process.name.startswith("features"))
     features.stop(signal.SIGKILL)
     time.sleep(1)  # readings keep coming in meanwhile: sensors is up, the broker keeps them
-    pipeline.stack.processes.remove(features)
-    pipeline.stack.start_app(
-        "features",
-        [sys.executable, "-m", "features"],
-        pipeline.app_ports["features"],
-        DAPR_HTTP_PORT=str(pipeline.sidecars["features"].http_port),
-        **pipeline.app_env,
-    )
+    features.restart()
+    live = f"{pipeline.sidecars['features'].url}/v1.0/invoke/features/method/v2/health/live"
+    wait_until(lambda: pipeline.http.get(live).status_code == 200, "features live again", process=features)
     feeder.join()
     pipeline.wait_for_everything(machines, prefix)
     check_alerts(pipeline, machines, prefix, failure_model)
