@@ -2,8 +2,8 @@
 # Puts the Dapr runtime (daprd, placement, scheduler) and the dapr CLI, at the versions pinned in
 # dapr/runtime/go.mod and dapr/cli/go.mod, into a folder that `dapr run --runtime-path` accepts:
 #   <dest>/.dapr/bin/{daprd,placement,scheduler,dapr}  <dest>/.dapr/config.yaml  <dest>/.dapr/components/
-# Everything is built with Go from the module proxy; the runtime with the fixes in runtime/patches applied
-# to the pinned release (each patch says what it mends), so a daprd from `dapr init` is not used.
+# Everything is built with Go from the module proxy; the runtime by runtime/build.sh, with the fixes in
+# runtime/patches applied to the pinned release, so a daprd from `dapr init` is not used.
 # Nothing that is up to date is rebuilt.
 set -euo pipefail
 
@@ -12,7 +12,6 @@ dest=$(mkdir -p "${1:?usage: install.sh <runtime folder>}" && cd "$1" && pwd)
 bin="$dest/.dapr/bin"
 mkdir -p "$bin" "$dest/.dapr/components"
 
-dapr_version=$(sed -n 's|^require github.com/dapr/dapr v||p' "$here/runtime/go.mod")
 cli_version=$(sed -n 's|^require github.com/dapr/cli v||p' "$here/cli/go.mod")
 export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 
@@ -22,39 +21,7 @@ up_to_date() {
     [[ -z "$(find "$3" -type f -newer "$1" -print -quit)" ]]
 }
 
-# The pinned release's source with runtime/patches applied, and a copy of runtime/go.mod that builds with it.
-patched_runtime() {
-    local source="$dest/src/dapr@$dapr_version" original
-    if [[ ! -f "$source/.patched" || -n "$(find "$here/runtime/patches" -newer "$source/.patched" -print -quit)" ]]; then
-        original=$(cd "$here/runtime" && go mod download -json github.com/dapr/dapr |
-            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-        rm -rf "$source" && mkdir -p "$dest/src" && cp -R "$original" "$source" && chmod -R u+w "$source"
-        for patch in "$here"/runtime/patches/*.patch; do
-            echo "runtime: applying $(basename "$patch")"
-            (cd "$source" && git apply "$patch")
-        done
-        touch "$source/.patched"
-    fi
-    cp "$here/runtime/go.mod" "$dest/src/go.mod"
-    cp "$here/runtime/go.sum" "$dest/src/go.sum"
-    go mod edit -replace "github.com/dapr/dapr=$source" "$dest/src/go.mod"
-    runtime_modfile="$dest/src/go.mod"
-}
-
-for name in daprd placement scheduler; do
-    target="$bin/$name"
-    up_to_date "$target" "$dapr_version" "$here/runtime" && continue
-    [[ -n "${runtime_modfile:-}" ]] || patched_runtime
-    rm -f "$target"  # it may be a link to a daprd from `dapr init`, which must stay as it is
-    echo "runtime: building $name $dapr_version with Go (the first build takes minutes)"
-    started=$SECONDS
-    (cd "$here/runtime" && go build -modfile "$runtime_modfile" -tags stablecomponents -trimpath -o "$target" \
-        -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$dapr_version -X github.com/dapr/kit/logger.DaprVersion=$dapr_version" \
-        "./cmd/$name")
-    echo "runtime: built $name in $((SECONDS - started)) s"
-    echo "$dapr_version" > "$target.version"
-    touch -h "$target"
-done
+"$here/runtime/build.sh" "$bin" daprd placement scheduler
 
 target="$bin/dapr"
 if ! up_to_date "$target" "$cli_version" "$here/cli"; then

@@ -5,7 +5,7 @@
 Renders the base and every overlay with kustomize, validates every object against the Kubernetes schemas
 (kubernetes-validate, strict: unknown fields are errors, as `kubectl apply` makes them) and every Dapr object
 against the CRD schemas of the pinned Dapr release, then checks that the manifests agree with dapr.yaml,
-components/ and dapr/config.yaml, and lints every apps/*/Dockerfile with hadolint.
+components/ and dapr/config.yaml, and lints every apps/*/Dockerfile and dapr/runtime/Dockerfile with hadolint.
 """
 
 import argparse
@@ -153,6 +153,7 @@ def deployment_errors(app: str, deployment: dict, objects: list[dict], annotatio
         if key.startswith("dapr.io/") and key not in annotations_known:
             yield f"{app}: the sidecar injector knows no annotation {key}"
     required = ["app-id", "app-port", "config", "log-as-json", "api-token-secret", "app-token-secret", "env"]
+    required += ["sidecar-image"]
     required += [f"sidecar-{what}-{kind}" for what in ("cpu", "memory") for kind in ("request", "limit")]
     for key in required:
         if f"dapr.io/{key}" not in annotations:
@@ -175,6 +176,11 @@ def deployment_errors(app: str, deployment: dict, objects: list[dict], annotatio
         target = container.get(probe, {}).get("httpGet", {})
         if target.get("port") not in ("http", port) or not target.get("path", "").startswith("/v2/health/"):
             yield f"{app}: {probe} must ask the app's own health on its port"
+    # The release's own daprd image has the race that dapr/runtime/patches mends: the sidecar must be a build of
+    # the pinned release from dapr/runtime/Dockerfile, tagged <release>-tandem.<n>.
+    image = annotations.get("dapr.io/sidecar-image", "")
+    if not re.fullmatch(rf"\S+/daprd:{re.escape(dapr_version())}-tandem\.\d+", image):
+        yield f"{app}: dapr.io/sidecar-image {image!r} is not a patched daprd {dapr_version()}-tandem.<n>"
     go_limit = re.search(r"GOMEMLIMIT=(\S+?)(?:,|$)", annotations.get("dapr.io/env", ""))
     memory_limit = annotations.get("dapr.io/sidecar-memory-limit")
     if not go_limit or not memory_limit or quantity(go_limit[1]) >= quantity(memory_limit):
@@ -351,6 +357,7 @@ def main() -> None:
     dockerfiles = sorted(ROOT.glob("apps/*/Dockerfile"))
     for dockerfile in dockerfiles:
         errors += dockerfile_errors(dockerfile.parent.name, dockerfile, template, base)
+    dockerfiles.append(ROOT / "dapr/runtime/Dockerfile")
     errors += hadolint_errors(dockerfiles)
     # The local resources are not this check's to fail on, but what a cluster would refuse there is worth saying.
     for warning in schema_errors(local_resources(), crds):

@@ -89,6 +89,20 @@ def test_a_gomemlimit_over_the_sidecar_limit_is_caught(
     )
 
 
+def test_the_release_sidecar_image_or_none_is_caught(base: list[dict], crds: dict, template: dict, dapr: Path) -> None:
+    # The release's daprd has the app-channel race that dapr/runtime/patches mends; without the annotation the
+    # injector adds the release's image too.
+    broken = copy.deepcopy(base)
+    annotations = find(broken, "Deployment", "features")["spec"]["template"]["metadata"]["annotations"]
+    annotations["dapr.io/sidecar-image"] = "ghcr.io/dapr/daprd:1.18.2"
+    del find(broken, "Deployment", "alerts")["spec"]["template"]["metadata"]["annotations"]["dapr.io/sidecar-image"]
+    found = errors(broken, crds, template, dapr)
+    assert (
+        "features: dapr.io/sidecar-image 'ghcr.io/dapr/daprd:1.18.2' is not a patched daprd 1.18.2-tandem.<n>" in found
+    )
+    assert "alerts: annotation dapr.io/sidecar-image is missing" in found
+
+
 def test_an_unknown_field_in_a_dapr_resource_is_refused(base: list[dict], crds: dict) -> None:
     broken = copy.deepcopy(base)
     find(broken, "Resiliency", "resiliency")["spec"]["policies"]["retries"]["inference"]["initialInterval"] = "1s"
