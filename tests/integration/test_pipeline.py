@@ -7,12 +7,14 @@ the alerts that the models give on the same windows computed here, from the same
 """
 
 import contextlib
+import itertools
 import json
 import shutil
 import signal
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +54,21 @@ class Pipeline:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def feed(self, machines: int, prefix: str, pause_after: int = 0, pause: threading.Event | None = None) -> int:
-        """Posts every reading of `machines` fresh machines, tick by tick, through the sensors sidecar."""
+    def feed(
+        self,
+        machines: int,
+        prefix: str,
+        pause_after: int = 0,
+        pause: threading.Event | None = None,
+        from_tick: int = 0,
+        to_tick: int | None = None,
+    ) -> int:
+        """Posts every reading of `machines` fresh machines (or those of ticks from_tick to to_tick, excluded), tick by
+        tick, through the sensors sidecar."""
         url = f"{self.sidecars['sensors'].url}/v1.0/invoke/sensors/method/readings"
         sent = 0
-        for tick, batch in enumerate(ticks(machines, SEED, replace=False, prefix=prefix)):
+        every_tick = enumerate(ticks(machines, SEED, replace=False, prefix=prefix))
+        for tick, batch in itertools.islice(every_tick, from_tick, to_tick):
             if pause is not None and tick == pause_after:
                 pause.set()
             for reading in batch:
@@ -259,6 +271,103 @@ def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_pipeline_flows_o
     for topic, data in poison.items():
         assert letters[data["poison"]]["data"] == data
         assert letters[data["poison"]]["topic"] == topic  # where it was published, before it went dead
+
+
+def quick_to_give_up(pipeline: Pipeline, app_id: str, topic: str) -> Path:
+    """The pipeline's resources for a features app `app_id` of its own that takes `topic` (dead letters still to
+    readings-dead) and gives a failing delivery up after 10 retries 0.2 s apart."""
+    resources = pipeline.stack.work / f"{app_id}-components"
+    shutil.copytree(pipeline.resources, resources)
+    for path in resources.glob("subscription-*.yaml"):
+        if path.name != "subscription-readings.yaml":
+            path.unlink()
+    subscription = yaml.safe_load((resources / "subscription-readings.yaml").read_text())
+    subscription["metadata"]["name"] = app_id
+    subscription["spec"]["topic"], subscription["scopes"] = topic, [app_id]
+    (resources / "subscription-readings.yaml").write_text(yaml.safe_dump(subscription))
+    for name in ("pubsub.yaml", "statestore.yaml"):
+        component = yaml.safe_load((resources / name).read_text())
+        component["scopes"].append(app_id)
+        for item in component["spec"]["metadata"]:
+            # Not delivered again while the first delivery is still being retried (about 30 s with the regression
+            # app down): a second delivery would wait for the first's machine lock and spend its retries slower.
+            item["value"] = {"processingTimeout": "60s"}.get(item["name"], item["value"])
+        (resources / name).write_text(yaml.safe_dump(component))
+    resiliency = yaml.safe_load((resources / "resiliency.yaml").read_text())
+    resiliency["spec"]["policies"]["retries"]["delivery"] = {
+        "policy": "constant",
+        "duration": "200ms",
+        "maxRetries": 10,
+    }
+    (resources / "resiliency.yaml").write_text(yaml.safe_dump(resiliency))
+    return resources
+
+
+def test_readings_that_keep_failing_are_dead_lettered_once_retries_are_spent_and_the_machine_goes_on(pipeline):
+    # The regression app is down for longer than the delivery policy retries: the readings whose window needs the
+    # models are answered RETRY until the retries are spent, then daprd sends them to readings-dead. Once regression
+    # is back, the same machine's next readings are predicted again. A features app of its own, with a policy that
+    # gives up sooner than the pipeline's (which rides out a features restart), keeps this test short.
+    app_id, topic = f"features-{uuid.uuid4().hex[:6]}", f"readings-{uuid.uuid4().hex[:6]}"
+    sidecar, _ = pipeline.stack.start_app_beside_sidecar(
+        "features", quick_to_give_up(pipeline, app_id, topic), app_id=app_id, **pipeline.app_env
+    )
+    regression = next(process for process in pipeline.stack.processes if process.name.startswith("regression"))
+    regression_id = pipeline.app_env["FEATURES_REGRESSION_APP"]
+    ready = f"{pipeline.sidecars['regression'].url}/v1.0/invoke/{regression_id}/method/v2/health/ready"
+    machine = f"outage-{uuid.uuid4().hex[:6]}"
+    readings = [
+        {
+            "machine": machine,
+            "id": f"{machine}:{reading.cycle}",
+            "timestamp": datetime.fromtimestamp(1_700_000_000 + reading.cycle, UTC).isoformat(),
+            "values": reading.values,
+            "received_at": time.time(),
+        }
+        for reading in itertools.islice(fleet.readings(fleet.make_machine(SEED, FIRST_UNSEEN)), fleet.WINDOW + 3)
+    ]
+    # The last of `failing` completes the machine's first window: the models are needed.
+    windowing, failing, after = readings[: fleet.WINDOW - 1], readings[fleet.WINDOW - 1 : -3], readings[-3:]
+
+    def publish(events: list[dict]) -> None:
+        for event in events:
+            response = pipeline.http.post(f"{sidecar.url}/v1.0/publish/pubsub/{topic}", json=event)
+            assert response.status_code == 204, response.text
+
+    def dead_letters() -> dict[str, dict]:
+        letters = pipeline.invoke("alerts", "dead-letters")
+        return {letter["data"]["id"]: letter for letter in letters if letter["topic"] == topic}
+
+    def window() -> int:
+        return pipeline.http.get(f"{sidecar.url}/v1.0/invoke/{app_id}/method/machines/{machine}").json()["readings"]
+
+    publish(windowing)
+    wait_until(lambda: window() == len(windowing), "a window short of one reading")
+    regression.stop(signal.SIGKILL)
+    try:
+        publish(failing)
+        wait_until(lambda: len(dead_letters()) == len(failing), "the failing reading dead-lettered", timeout=120)
+    finally:
+        regression.restart()
+    wait_until(lambda: pipeline.http.get(ready).status_code == 200, "regression ready again", timeout=60)
+    letters = dead_letters()
+    assert set(letters) == {event["id"] for event in failing}
+    for event in failing:
+        # Dapr's Redis state store writes most numbers with six decimals (jsoniter's fastest configuration), and the
+        # alerts service keeps dead letters in the state store.
+        assert letters[event["id"]]["data"] == {**event, "values": pytest.approx(event["values"], abs=1e-6)}
+    # What was dead-lettered never entered the window, and nothing of it reached alerts.
+    assert window() == len(windowing)
+    assert pipeline.invoke("alerts", f"machines/{machine}")["predictions"] == 0
+
+    publish(after)
+    wait_until(
+        lambda: pipeline.invoke("alerts", f"machines/{machine}")["predictions"] == len(after),
+        "the machine's later readings predicted",
+        timeout=60,
+    )
+    assert window() == len(windowing) + len(after)
+    assert len(dead_letters()) == len(failing)
 
 
 def test_two_features_replicas_keep_every_reading_of_a_window_exactly_once(pipeline):
