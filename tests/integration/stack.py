@@ -1,5 +1,6 @@
 """Starts the real parts on free ports for integration tests: Redis, daprd sidecars, app processes."""
 
+import contextlib
 import json
 import os
 import secrets
@@ -8,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,27 @@ DAPRD = ROOT / ".runtime" / ".dapr" / "bin" / "daprd"
 COMPONENT_REDIS = "localhost:16379"
 # The secrets file the committed secret store reads; tests rewrite it to `Stack.secrets_file`.
 COMPONENT_SECRETS = "../../.data/secrets.json"
+
+
+@contextlib.contextmanager
+def editing(path: Path) -> Iterator[dict]:
+    """A Dapr resource file as a dict: what the block changes in it is written back."""
+    resource = yaml.safe_load(path.read_text())
+    yield resource
+    path.write_text(yaml.safe_dump(resource))
+
+
+def set_metadata(component: dict, **values: str) -> None:
+    """Sets metadata items of a Component: those it has are replaced, the others added."""
+    kept = [item for item in component["spec"]["metadata"] if item["name"] not in values]
+    component["spec"]["metadata"] = kept + [{"name": name, "value": value} for name, value in values.items()]
+
+
+def retry_deliveries(resources: Path, every: str, times: int) -> None:
+    """Failed pub/sub deliveries are retried every `every`, `times` times (the resiliency policy `delivery`)."""
+    with editing(resources / "resiliency.yaml") as resiliency:
+        retry = {"policy": "constant", "duration": every, "maxRetries": times}
+        resiliency["spec"]["policies"]["retries"]["delivery"] = retry
 
 
 def free_port() -> int:

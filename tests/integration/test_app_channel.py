@@ -17,11 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from tandem.sidecar import Sidecar
 
-from .stack import Stack, free_port, wait_until
+from .stack import Stack, editing, free_port, retry_deliveries, set_metadata, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +31,9 @@ DOWN_SECONDS = 6.0
 
 def retry_deliveries_together(resources: Path) -> None:
     """Many delivery workers whose retries fire at the same moments: every 200 ms, for a minute."""
-    pubsub = yaml.safe_load((resources / "pubsub.yaml").read_text())
-    pubsub["spec"]["metadata"].append({"name": "concurrency", "value": "100"})
-    (resources / "pubsub.yaml").write_text(yaml.safe_dump(pubsub))
-    resiliency = yaml.safe_load((resources / "resiliency.yaml").read_text())
-    resiliency["spec"]["policies"]["retries"]["delivery"] = {
-        "policy": "constant",
-        "duration": "200ms",
-        "maxRetries": 300,
-    }
-    (resources / "resiliency.yaml").write_text(yaml.safe_dump(resiliency))
+    with editing(resources / "pubsub.yaml") as pubsub:
+        set_metadata(pubsub, concurrency="100")
+    retry_deliveries(resources, every="200ms", times=300)
 
 
 def test_events_delivered_while_the_subscriber_is_down_all_reach_it_once_it_is_back(stack: Stack):

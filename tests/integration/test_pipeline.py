@@ -21,13 +21,12 @@ from typing import Any
 import httpx
 import onnxruntime as ort
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from sensors.simulate import FIRST_UNSEEN, post, ticks
 from tandem import fleet
 
-from .stack import Sidecar, Stack, wait_until
+from .stack import Sidecar, Stack, editing, retry_deliveries, set_metadata, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +75,14 @@ class Pipeline:
             post(self.http, url, batch)
             sent += len(batch)
         return sent
+
+    def feed_until_midway(self, machines: int, prefix: str, midway: int = 120) -> threading.Thread:
+        """Feeds `machines` fresh machines in a thread of their own; returns it once `midway` ticks were posted."""
+        posted = threading.Event()
+        feeder = threading.Thread(target=self.feed, args=(machines, prefix, midway, posted))
+        feeder.start()
+        assert posted.wait(120), f"{midway} ticks not posted within 120 s"
+        return feeder
 
     def wait_for_everything(self, machines: int, prefix: str, timeout: float = 240) -> None:
         expected = {f"{prefix}{slot}": machine_lifetime(slot) for slot in range(machines)}
@@ -142,18 +149,11 @@ def check_alerts(pipeline: Pipeline, machines: int, prefix: str, failure_model: 
 def pipeline_pace(resources: Path, regression_id: str) -> None:
     """Redeliver unacknowledged messages after 10 s, retry a failed delivery every 0.5 s for 30 s, and give the test's
     regression app id the policy of the regression service."""
-    pubsub = yaml.safe_load((resources / "pubsub.yaml").read_text())
-    for item in pubsub["spec"]["metadata"]:
-        item["value"] = {"processingTimeout": "10s", "redeliverInterval": "1s"}.get(item["name"], item["value"])
-    (resources / "pubsub.yaml").write_text(yaml.safe_dump(pubsub))
-    resiliency = yaml.safe_load((resources / "resiliency.yaml").read_text())
-    resiliency["spec"]["policies"]["retries"]["delivery"] = {
-        "policy": "constant",
-        "duration": "500ms",
-        "maxRetries": 60,
-    }
-    resiliency["spec"]["targets"]["apps"][regression_id] = resiliency["spec"]["targets"]["apps"]["regression"]
-    (resources / "resiliency.yaml").write_text(yaml.safe_dump(resiliency))
+    with editing(resources / "pubsub.yaml") as pubsub:
+        set_metadata(pubsub, processingTimeout="10s", redeliverInterval="1s")
+    retry_deliveries(resources, every="500ms", times=60)
+    with editing(resources / "resiliency.yaml") as resiliency:
+        resiliency["spec"]["targets"]["apps"][regression_id] = resiliency["spec"]["targets"]["apps"]["regression"]
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +217,7 @@ def test_readings_in_give_exactly_the_expected_predictions_and_alerts_out(pipeli
 
 def test_kill_9_of_features_mid_stream_loses_no_reading_and_duplicates_no_alert(pipeline, failure_model):
     machines, prefix = 3, f"kill-{uuid.uuid4().hex[:6]}-"
-    midway = threading.Event()
-    feeder = threading.Thread(target=pipeline.feed, args=(machines, prefix, 120, midway))
-    feeder.start()
-    assert midway.wait(120)
+    feeder = pipeline.feed_until_midway(machines, prefix)
     features = next(process for process in pipeline.stack.processes if process.name.startswith("features"))
     features.stop(signal.SIGKILL)
     time.sleep(1)  # readings keep coming in meanwhile: sensors is up, the broker keeps them
@@ -234,10 +231,7 @@ def test_kill_9_of_features_mid_stream_loses_no_reading_and_duplicates_no_alert(
 
 def test_redis_killed_and_restarted_mid_stream_loses_nothing(pipeline, failure_model):
     machines, prefix = 3, f"redis-{uuid.uuid4().hex[:6]}-"
-    midway = threading.Event()
-    feeder = threading.Thread(target=pipeline.feed, args=(machines, prefix, 120, midway))
-    feeder.start()
-    assert midway.wait(120)
+    feeder = pipeline.feed_until_midway(machines, prefix)
     redis = next(process for process in pipeline.stack.processes if process.name == "redis")
     redis.stop(signal.SIGKILL)  # no chance to write anything out: what it acknowledged must already be on disk
     pipeline.stack.processes.remove(redis)
@@ -281,25 +275,17 @@ def quick_to_give_up(pipeline: Pipeline, app_id: str, topic: str) -> Path:
     for path in resources.glob("subscription-*.yaml"):
         if path.name != "subscription-readings.yaml":
             path.unlink()
-    subscription = yaml.safe_load((resources / "subscription-readings.yaml").read_text())
-    subscription["metadata"]["name"] = app_id
-    subscription["spec"]["topic"], subscription["scopes"] = topic, [app_id]
-    (resources / "subscription-readings.yaml").write_text(yaml.safe_dump(subscription))
+    with editing(resources / "subscription-readings.yaml") as subscription:
+        subscription["metadata"]["name"] = app_id
+        subscription["spec"]["topic"], subscription["scopes"] = topic, [app_id]
     for name in ("pubsub.yaml", "statestore.yaml"):
-        component = yaml.safe_load((resources / name).read_text())
-        component["scopes"].append(app_id)
-        for item in component["spec"]["metadata"]:
-            # Not delivered again while the first delivery is still being retried (about 30 s with the regression
-            # app down): a second delivery would wait for the first's machine lock and spend its retries slower.
-            item["value"] = {"processingTimeout": "60s"}.get(item["name"], item["value"])
-        (resources / name).write_text(yaml.safe_dump(component))
-    resiliency = yaml.safe_load((resources / "resiliency.yaml").read_text())
-    resiliency["spec"]["policies"]["retries"]["delivery"] = {
-        "policy": "constant",
-        "duration": "200ms",
-        "maxRetries": 10,
-    }
-    (resources / "resiliency.yaml").write_text(yaml.safe_dump(resiliency))
+        with editing(resources / name) as component:
+            component["scopes"].append(app_id)
+    with editing(resources / "pubsub.yaml") as pubsub:
+        # Not delivered again while the first delivery is still being retried (about 30 s with the regression app
+        # down): a second delivery would wait for the first's machine lock and spend its retries slower.
+        set_metadata(pubsub, processingTimeout="60s")
+    retry_deliveries(resources, every="200ms", times=10)
     return resources
 
 
