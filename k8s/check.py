@@ -9,6 +9,7 @@ components/ and dapr/config.yaml, and lints every apps/*/Dockerfile and dapr/run
 """
 
 import argparse
+import functools
 import json
 import re
 import shutil
@@ -29,6 +30,7 @@ KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 DAPR_GROUP = "dapr.io"
 
 
+@functools.cache
 def dapr_version() -> str:
     return re.search(r"^require github.com/dapr/dapr v(\S+)", (ROOT / "dapr/runtime/go.mod").read_text(), re.M)[1]
 
@@ -179,8 +181,9 @@ def deployment_errors(app: str, deployment: dict, objects: list[dict], annotatio
     # The release's own daprd image has the race that dapr/runtime/patches mends: the sidecar must be a build of
     # the pinned release from dapr/runtime/Dockerfile, tagged <release>-tandem.<n>.
     image = annotations.get("dapr.io/sidecar-image", "")
-    if not re.fullmatch(rf"\S+/daprd:{re.escape(dapr_version())}-tandem\.\d+", image):
-        yield f"{app}: dapr.io/sidecar-image {image!r} is not a patched daprd {dapr_version()}-tandem.<n>"
+    version = dapr_version()
+    if not re.fullmatch(rf"\S+/daprd:{re.escape(version)}-tandem\.\d+", image):
+        yield f"{app}: dapr.io/sidecar-image {image!r} is not a patched daprd {version}-tandem.<n>"
     go_limit = re.search(r"GOMEMLIMIT=(\S+?)(?:,|$)", annotations.get("dapr.io/env", ""))
     memory_limit = annotations.get("dapr.io/sidecar-memory-limit")
     if not go_limit or not memory_limit or quantity(go_limit[1]) >= quantity(memory_limit):
