@@ -5,6 +5,7 @@ https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
 https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md
 """
 
+import json
 import math
 import struct
 from typing import Any
@@ -266,3 +267,53 @@ def binary_outputs(request: InferenceRequest, names: list[str]) -> set[str]:
     default = bool((request.parameters or {}).get("binary_data_output", False))
     asked = {output.name: (output.parameters or {}).get("binary_data", default) for output in request.outputs or []}
     return {name for name in names if asked.get(name, default)}
+
+
+def encode_request(
+    arrays: dict[str, np.ndarray], *, outputs: list[str] | None = None, binary: bool = True
+) -> tuple[bytes, dict[str, str]]:
+    """A request body for `arrays` and its headers, for a caller of another OIP server: binary tensors (and
+    binary outputs asked for) by default, JSON with `binary=False`. `outputs` names the outputs wanted."""
+    inputs, tail = [], []
+    for name, array in arrays.items():
+        datatype = datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
+        if binary:
+            raw = _binary(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        else:
+            entry["data"] = _json_data(array)
+        inputs.append(entry)
+    request: dict[str, Any] = {"inputs": inputs}
+    if binary:
+        request["parameters"] = {"binary_data_output": True}
+    if outputs is not None:
+        request["outputs"] = [{"name": name} for name in outputs]
+    header = json.dumps(request, separators=(",", ":")).encode()
+    if not binary:
+        return header, {"content-type": "application/json"}
+    return header + b"".join(tail), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+
+
+def decode_response(body: bytes, header_length: str | None = None) -> tuple[InferenceResponse, dict[str, np.ndarray]]:
+    """Parses another OIP server's response body (JSON, or JSON header + binary tensors) into the response and
+    its output arrays."""
+    header, binary = _split(body, header_length)
+    try:
+        response = InferenceResponse.model_validate_json(header)
+    except ValidationError as error:
+        raise InferenceError(f"not an inference response: {error.errors()[0]['msg']}", 502) from None
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for output in response.outputs:
+        tensor = RequestInput(**output.model_dump())
+        size = (output.parameters or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InferenceError(f"output '{output.name}': binary_data_size {size} runs past the end", 502)
+            arrays[output.name] = decode_binary(tensor, binary[offset : offset + size])
+            offset += size
+        else:
+            arrays[output.name] = decode_input(tensor)
+    return response, arrays
