@@ -20,7 +20,7 @@ class NlpSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="NLP_", extra="ignore")
 
     port: int = 8002
-    models: ModelNames = ["minilm", "sentiment"]
+    models: ModelNames = ["minilm", "sentiment", "zero-shot"]
     state_store: str = "statestore"
     max_texts: int = 64
     max_labels: int = 32

@@ -112,7 +112,7 @@ async def call_with_retries(step: CompiledStep, inputs: dict[str, np.ndarray], c
             async with asyncio.timeout(step.spec.timeout):
                 return await call(step.spec.model, step.spec.version, inputs, step.spec.timeout)
         except TimeoutError:
-            error = StepCallError(f"no answer within the step's timeout of {step.spec.timeout:g} s", 504, True)
+            error = StepCallError(f"no answer within {step.spec.timeout:g} s (the step's timeout)", 504, True)
         except StepCallError as failure:
             error = failure
         if not error.retryable or attempt == retry.attempts:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from tandem.protocol import DATATYPES, InferenceError, datatype_of
+from tandem.runtime import TensorSpec
 
 from . import expressions
 from .expressions import Expression, ExpressionError
@@ -72,6 +73,18 @@ class Graph:
     @property
     def name(self) -> str:
         return self.pipeline.name
+
+    def check_inputs(self, inputs: dict[str, np.ndarray]) -> None:
+        """Refuses a request's inputs that are not the pipeline's (names, datatypes, shapes) with a 400."""
+        missing, unknown = self.inputs.keys() - inputs.keys(), inputs.keys() - self.inputs.keys()
+        if missing or unknown:
+            raise InferenceError(
+                f"pipeline '{self.name}' takes inputs {sorted(self.inputs)}; missing {sorted(missing)}, "
+                f"unknown {sorted(unknown)}"
+            )
+        for name, array in inputs.items():
+            tensor = self.inputs[name]
+            TensorSpec(name, tensor.datatype, list(tensor.shape)).check(array)
 
     def metadata(self) -> dict[str, Any]:
         """The OIP model metadata of the pipeline."""

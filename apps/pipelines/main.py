@@ -7,12 +7,14 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic_settings import SettingsConfigDict
@@ -26,13 +28,14 @@ from tandem.protocol import (
     decode_request,
     encode_response,
 )
-from tandem.runtime import TensorSpec
 from tandem.server import make_base_app
 from tandem.settings import AppSettings, DaprSettings, Names
 
+from . import triggers
+from .durable import DurableExecutor
 from .executor import StepFailed, execute, response_parameters
 from .graph import Graph
-from .models import ModelCatalog
+from .models import ModelCatalog, StepCallError
 from .repository import PipelineRepository
 from .runs import Run, RunStore, StepRecord
 
@@ -56,6 +59,11 @@ class PipelinesSettings(AppSettings):
     runs_seconds: float = 3600.0
     # How often pipelines whose models could not be read yet are compiled again.
     retry_seconds: float = 2.0
+    # The durable executor (events, schedules, POST /v2/pipelines/<p>/runs) on Dapr Workflow: its sidecar needs
+    # placement and the scheduler. Tensors of durable runs live in this state store, kept runs_seconds.
+    durable: bool = True
+    state_store: str = "workflowstore"
+    pubsub: str = "pubsub"
 
 
 settings = PipelinesSettings()
@@ -69,13 +77,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pipelines = PipelineRepository(settings.folder, catalog)
     app.state.runs = RunStore(settings.runs_kept, settings.runs_seconds)
     app.state.loaded = asyncio.Event()
-    loader = asyncio.create_task(keep_compiled(app))
+    app.state.durable = DurableExecutor(
+        lambda: app.state.pipelines.graphs,
+        catalog,
+        app.state.sidecar,
+        settings.state_store,
+        settings.pubsub,
+        settings.runs_seconds,
+    )
+    tasks = [asyncio.create_task(keep_compiled(app))]
+    if settings.durable:
+        tasks.append(asyncio.create_task(app.state.durable.supervise()))
     try:
         yield
     finally:
-        loader.cancel()
-        with suppress(asyncio.CancelledError):
-            await loader
+        for task in tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(app.state.durable.shutdown)
         await catalog.aclose()
 
 
@@ -85,7 +105,14 @@ async def keep_compiled(app: FastAPI) -> None:
     repository: PipelineRepository = app.state.pipelines
     await repository.load_all()
     app.state.loaded.set()
+    jobs_wanted = triggers.jobs(repository) if settings.durable else {}
     while True:
+        if jobs_wanted:
+            try:
+                await triggers.register_jobs(app.state.sidecar, jobs_wanted)
+                jobs_wanted = {}
+            except (StepCallError, httpx.TransportError) as error:
+                log.warning("schedules not registered yet: %s", error)
         await asyncio.sleep(settings.retry_seconds)
         if repository.transient:
             try:
@@ -100,18 +127,6 @@ async def ready(request: Request) -> tuple[bool, str]:
     if not request.app.state.loaded.is_set():
         return False, "the pipelines folder has not been read yet"
     return True, ""
-
-
-def check_inputs(graph: Graph, inputs: dict[str, np.ndarray]) -> None:
-    missing, unknown = graph.inputs.keys() - inputs.keys(), inputs.keys() - graph.inputs.keys()
-    if missing or unknown:
-        raise InferenceError(
-            f"pipeline '{graph.name}' takes inputs {sorted(graph.inputs)}; missing {sorted(missing)}, "
-            f"unknown {sorted(unknown)}"
-        )
-    for name, array in inputs.items():
-        tensor = graph.inputs[name]
-        TensorSpec(name, tensor.datatype, list(tensor.shape)).check(array)
 
 
 async def run_pipeline(app: FastAPI, graph: Graph, inputs: dict[str, np.ndarray], headers: dict[str, str]) -> Run:
@@ -170,7 +185,7 @@ async def infer(request: Request, pipeline: str, version: str | None = None) -> 
     which steps ran, were skipped or failed."""
     graph = repository(request).graph(pipeline, version)
     body_request, inputs = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
-    check_inputs(graph, inputs)
+    graph.check_inputs(inputs)
     wanted = [output.name for output in body_request.outputs or []]
     unknown = sorted(set(wanted) - graph.outputs.keys())
     if unknown:
@@ -213,16 +228,37 @@ async def unload_pipeline(request: Request, pipeline: str) -> Response:
     return Response(status_code=200)
 
 
+@router.post("/v2/pipelines/{pipeline}/runs", status_code=202)
+async def start_durable_run(request: Request, pipeline: str) -> dict[str, Any]:
+    """Starts a durable run (Dapr Workflow) on an OIP request; GET .../runs/<id> follows it."""
+    graph = repository(request).graph(pipeline)
+    _, inputs = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    graph.check_inputs(inputs)
+    run_id = f"{pipeline}-{uuid.uuid4().hex}"
+    await request.app.state.durable.start(graph, run_id, inputs, None)
+    return {"id": run_id, "pipeline": pipeline}
+
+
 @router.get("/v2/pipelines/{pipeline}/runs/{run_id}")
 async def get_run(request: Request, pipeline: str, run_id: str) -> dict[str, Any]:
-    """A run of this replica: each step's inputs, outputs, status and time."""
+    """A run: each step's status, time and outputs (and inputs, for in-request runs of this replica)."""
     run = request.app.state.runs.get(run_id)
-    if run is None or run.pipeline != pipeline:
+    if run is not None and run.pipeline == pipeline:
+        return run.json()
+    record = await request.app.state.durable.record(run_id, pipeline) if settings.durable else None
+    if record is None:
         raise ModelNotFound(
             f"no run '{run_id}' of pipeline '{pipeline}' here (runs are kept {settings.runs_seconds:g} s, "
             f"at most {settings.runs_kept})"
         )
-    return run.json()
+    return record
 
 
-app = make_base_app("pipelines", settings, dapr, routers=(router,), lifespan=lifespan, ready=ready)
+def make() -> FastAPI:
+    app = make_base_app("pipelines", settings, dapr, routers=(router,), lifespan=lifespan, ready=ready)
+    # Triggers are read from the app's state at request time: the routes exist before the folder is read.
+    app.include_router(triggers.router(app))
+    return app
+
+
+app = make()

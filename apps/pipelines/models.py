@@ -158,7 +158,7 @@ class ModelCatalog:
             ) as answer:
                 return answer.status, await answer.read(), answer.headers
         except TimeoutError:
-            raise StepCallError(f"{service} did not answer within {timeout:g} s", 504, retryable=True) from None
+            raise StepCallError(f"no answer from {service} within {timeout:g} s", 504, retryable=True) from None
         except aiohttp.ClientError as error:
             raise StepCallError(
                 f"the pipelines sidecar could not be reached: {type(error).__name__}", 503, retryable=True

@@ -129,6 +129,7 @@ class ScheduleTrigger(_Strict):
     """A durable run on a schedule (Dapr's Jobs API: once per tick, whichever replica gets it)."""
 
     schedule: Annotated[str, Field(min_length=1, description="'@every 10s', '@daily' or a cron expression")]
+    repeats: Annotated[int | None, Field(ge=1, description="fire this many times in all, then stop")] = None
     request: Annotated[dict[str, Any], Field(description="the inference request each run gets")]
     results: str | None = None
     pubsub: str = "pubsub"

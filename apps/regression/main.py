@@ -17,7 +17,14 @@ class RegressionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REGRESSION_", extra="ignore")
 
     port: int = 8003
-    models: ModelNames = ["diabetes", "maintenance-rul", "maintenance-failure", "clusters", "reduction"]
+    models: ModelNames = [
+        "diabetes",
+        "diabetes-trees",
+        "maintenance-rul",
+        "maintenance-failure",
+        "clusters",
+        "reduction",
+    ]
     max_rows: int = 1000
 
 

@@ -179,6 +179,39 @@ class Stack:
         )
         return process
 
+    def start_placement(self) -> str:
+        """Dapr's placement service (actors, workflows) on free ports; returns its address."""
+        port = free_port()
+        command = [
+            str(DAPRD.parent / "placement"),
+            "--port", str(port),
+            "--listen-address", "127.0.0.1",
+            "--healthz-port", str(free_port()),
+            "--metrics-port", str(free_port()),
+            "--initial-cluster", f"dapr-placement-0=127.0.0.1:{free_port()}",
+        ]  # fmt: skip
+        process = self._start("placement", command)
+        wait_until(lambda: _listening(port), "placement listening", process=process)
+        return f"127.0.0.1:{port}"
+
+    def start_scheduler(self) -> str:
+        """Dapr's scheduler (jobs, workflow reminders) with its embedded etcd in the stack's folder; returns its
+        address."""
+        port = free_port()
+        command = [
+            str(DAPRD.parent / "scheduler"),
+            "--port", str(port),
+            "--listen-address", "127.0.0.1",
+            "--healthz-port", str(free_port()),
+            "--metrics-port", str(free_port()),
+            "--etcd-data-dir", str(self.work / "scheduler"),
+            "--etcd-client-port", str(free_port()),
+            "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{free_port()}",
+        ]  # fmt: skip
+        process = self._start("scheduler", command)
+        wait_until(lambda: _listening(port), "scheduler listening", timeout=60, process=process)
+        return f"127.0.0.1:{port}"
+
     def start_sidecar(
         self,
         app_id: str,
@@ -186,19 +219,27 @@ class Stack:
         app_port: int | None = None,
         http_port: int | None = None,
         health_path: str = "/v2/health/ready",
+        grpc_port: int | None = None,
+        placement: str = "",
+        scheduler: str = "",
     ) -> Sidecar:
+        """daprd for `app_id`; `placement` and `scheduler` (addresses) for actors, workflows and jobs."""
         http_port = http_port or free_port()
         command = [
             str(DAPRD),
             "--app-id", app_id,
             "--dapr-http-port", str(http_port),
-            "--dapr-grpc-port", str(free_port()),
+            "--dapr-grpc-port", str(grpc_port or free_port()),
             "--dapr-internal-grpc-port", str(free_port()),
             "--metrics-port", str(free_port()),
             "--resources-path", str(resources),
             "--config", str(ROOT / "dapr" / "config.yaml"),
             "--log-level", "info",
         ]  # fmt: skip
+        if placement:
+            command += ["--placement-host-address", placement]
+        if scheduler:
+            command += ["--scheduler-host-address", scheduler]
         if app_port is not None:
             command += [
                 "--app-port",
@@ -263,6 +304,11 @@ class Stack:
     def close(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+def _listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
 
 
 def _redis_ping(port: int) -> bool:
