@@ -95,9 +95,11 @@ class DurableExecutor:
         runtime.register_activity(finish_run, name="finish_run")
         return runtime
 
-    async def supervise(self) -> None:
-        """Keeps a connected workflow worker; every few seconds, a stopped one is replaced."""
+    async def supervise(self, compiled: asyncio.Event) -> None:
+        """Keeps a connected workflow worker; every few seconds, a stopped one is replaced. The first starts once
+        the pipelines are compiled: runs resumed after a restart need their graphs."""
         self.loop = asyncio.get_running_loop()
+        await compiled.wait()
         while True:
             ready = self.runtime is not None and await asyncio.to_thread(self.runtime.wait_for_worker_ready, 0.2)
             if not ready:
@@ -132,7 +134,7 @@ class DurableExecutor:
         """Starts run `run_id` of `graph` unless a run of that id exists; returns whether it started one."""
         if await self.status(run_id) is not None:
             return False
-        await self._save(f"{run_id}||input", encode_tensors(inputs))
+        await self._save(f"{run_id}:input", encode_tensors(inputs))
         run = {"id": run_id, "pipeline": graph.name, "version": graph.pipeline.version, "results": results}
         response = await self.sidecar.http.post(
             f"/v1.0/workflows/dapr/{WORKFLOW}/start", params={"instanceID": run_id}, json=run
@@ -162,7 +164,7 @@ class DurableExecutor:
         output = json.loads(properties.get("dapr.workflow.output") or "{}")
         for name, step in steps.items():
             if step["status"] == "ok":
-                stored, _ = await self.sidecar.get_state(self.store, f"{run_id}||{name}")
+                stored, _ = await self.sidecar.get_state(self.store, f"{run_id}:{name}")
                 if stored is not None:
                     step["outputs"] = {key: describe(array) for key, array in decode_tensors(stored).items()}
         runtime_status = state.get("runtimeStatus", "")
@@ -236,7 +238,7 @@ class DurableExecutor:
         """The tensors named in `wanted` that exist: the run's inputs and the outputs of the steps that made any."""
         tensors: dict[str, np.ndarray] = {}
         if any(ref.startswith("$input.") for ref in wanted):
-            stored, _ = await self.sidecar.get_state(self.store, f"{run_id}||input")
+            stored, _ = await self.sidecar.get_state(self.store, f"{run_id}:input")
             tensors.update({f"$input.{name}": array for name, array in decode_tensors(stored).items()})
         statuses = made if isinstance(made, dict) else dict.fromkeys(made, "ok")
         for name, status in statuses.items():
@@ -246,7 +248,7 @@ class DurableExecutor:
             if status == "default":
                 arrays = dict(step.defaults or {})
             else:
-                stored, _ = await self.sidecar.get_state(self.store, f"{run_id}||{name}")
+                stored, _ = await self.sidecar.get_state(self.store, f"{run_id}:{name}")
                 arrays = decode_tensors(stored)
             tensors.update({f"{name}.{output}": array for output, array in arrays.items()})
         return tensors
@@ -267,7 +269,7 @@ class DurableExecutor:
                 outcome = "skipped"
                 return {"status": "skipped", "reason": str(why), "seconds": time.perf_counter() - started}
             results = await asyncio.gather(*(self._call(step, inputs) for inputs in calls))
-            await self._save(f"{data['run']}||{step.name}", encode_tensors(gather_outputs(step, list(results))))
+            await self._save(f"{data['run']}:{step.name}", encode_tensors(gather_outputs(step, list(results))))
             outcome = "ok"
             return {"status": "ok", "reason": "", "seconds": time.perf_counter() - started, "calls": len(calls)}
         except (InferenceError, ExpressionError) as error:
@@ -292,7 +294,7 @@ class DurableExecutor:
         graph = self.graphs()[data["pipeline"]]
         wanted = set().union(*(expression.references for expression, _ in graph.outputs.values()))
         outputs = pipeline_outputs(graph, await self._tensors(graph, data["run"], data["made"], wanted))
-        await self._save(f"{data['run']}||outputs", encode_tensors(outputs))
+        await self._save(f"{data['run']}:outputs", encode_tensors(outputs))
         if data.get("results"):
             response = Response(model_name=graph.name, model_version=graph.pipeline.version, id=data["run"], outputs=[])
             body, _ = encode_response(response, outputs, set())

@@ -87,7 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     tasks = [asyncio.create_task(keep_compiled(app))]
     if settings.durable:
-        tasks.append(asyncio.create_task(app.state.durable.supervise()))
+        tasks.append(asyncio.create_task(app.state.durable.supervise(app.state.loaded)))
     try:
         yield
     finally:
