@@ -59,6 +59,8 @@ async def register_jobs(sidecar: Sidecar, wanted: dict[str, dict[str, Any]]) -> 
 def _same_job(existing: dict[str, Any], job: dict[str, Any]) -> bool:
     data = existing.get("data")
     data = json.loads(data) if isinstance(data, str) else data
+    if isinstance(data, dict) and "@type" in data:  # the sidecar answers with the protobuf Value it keeps
+        data = data.get("value")
     return (
         existing.get("schedule") == job["schedule"]
         and data == job["data"]

@@ -1,0 +1,33 @@
+"""A scheduled pipeline (Dapr's Jobs API) with two replicas of the pipelines app, on real sidecars, placement,
+scheduler, Redis and models: a schedule of three ticks gives three runs, not six; each publishes its result."""
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .durable import DurableDeployment, pipelines_folder
+from .stack import Stack, wait_until
+
+pytestmark = pytest.mark.integration
+TICKS, EVERY = 3, 2.0  # tick.yaml: "@every 2s", repeats 3
+
+
+def test_a_scheduled_pipeline_fires_once_per_tick_with_two_replicas(
+    stack: Stack, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    folder = pipelines_folder(tmp_path_factory.mktemp("pipelines"), "tick")
+    deployment = DurableDeployment(stack, model_repository, folder)
+    before = deployment.model_calls()
+    for _ in range(2):  # both register the same job at start; the scheduler keeps one
+        deployment.start_replica()
+    wait_until(lambda: deployment.model_calls() - before >= TICKS, f"{TICKS} ticks run", timeout=120)
+    # Long enough for the ticks a second replica would add, had both fired each tick.
+    time.sleep(3 * EVERY)
+    assert deployment.model_calls() - before == TICKS
+    # The job is done with its ticks: the scheduler has let it go.
+    job = httpx.get(
+        f"{deployment.replicas[1].sidecar.url}/v1.0-alpha1/jobs/pipeline--tick--0", headers=deployment.headers
+    )
+    assert "job not found" in job.text
