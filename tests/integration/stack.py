@@ -179,9 +179,9 @@ class Stack:
         )
         return process
 
-    def start_placement(self) -> str:
-        """Dapr's placement service (actors, workflows) on free ports; returns its address."""
-        port = free_port()
+    def start_placement(self, port: int | None = None) -> str:
+        """Dapr's placement service (actors, workflows) on `port` (else a free one); returns its address."""
+        port = port or free_port()
         command = [
             str(DAPRD.parent / "placement"),
             "--port", str(port),
@@ -194,10 +194,10 @@ class Stack:
         wait_until(lambda: _listening(port), "placement listening", process=process)
         return f"127.0.0.1:{port}"
 
-    def start_scheduler(self) -> str:
-        """Dapr's scheduler (jobs, workflow reminders) with its embedded etcd in the stack's folder; returns its
-        address."""
-        port = free_port()
+    def start_scheduler(self, port: int | None = None) -> str:
+        """Dapr's scheduler (jobs, workflow reminders) on `port` (else a free one), its embedded etcd in the stack's
+        folder; returns its address."""
+        port = port or free_port()
         command = [
             str(DAPRD.parent / "scheduler"),
             "--port", str(port),

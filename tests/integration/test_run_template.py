@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 TEMPLATE = yaml.safe_load((ROOT / "dapr.yaml").read_text())
 APPS = {app["appID"]: app for app in TEMPLATE["apps"]}
-REGRESSION, NLP, GATEWAY = APPS["regression"], APPS["nlp"], APPS["gateway"]
+REGRESSION, NLP, GATEWAY, PIPELINES = APPS["regression"], APPS["nlp"], APPS["gateway"], APPS["pipelines"]
 # Where the committed secret store reads the gateway's API keys; `make run` creates it the same way.
 SECRETS = ROOT / ".data" / "secrets.json"
 REDIS_PORT = 16379  # the port components/*.yaml point at
@@ -37,6 +37,9 @@ def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_rep
 
     stack = Stack(tmp_path)
     stack.start_redis(REDIS_PORT)
+    # As dapr/run.sh: placement and the scheduler where the pipelines' sidecar looks for them.
+    stack.start_placement(int(PIPELINES["placementHostAddress"].rpartition(":")[2]))
+    stack.start_scheduler(int(PIPELINES["schedulerHostAddress"].rpartition(":")[2]))
     api_key = ensure_key(SECRETS, "local")
     runtime = ROOT / ".runtime"
     env = environment(
@@ -90,6 +93,13 @@ def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_rep
             headers={"Authorization": f"Bearer {api_key}"},
         )
         assert through_gateway.json() == response.json()
+        ensemble = httpx.post(
+            f"{gateway}/v2/models/ensemble/infer",
+            json={"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": ROW}]},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+        assert ensemble.status_code == 200, ensemble.text
+        assert ensemble.json()["parameters"]["steps_ran"] == "ridge,trees"
 
         # Ctrl-C: the CLI alone gets the signal and must take its sidecar and app down with it.
         dapr.popen.send_signal(signal.SIGINT)
