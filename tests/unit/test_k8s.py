@@ -56,7 +56,7 @@ def test_every_variant_passes(crds: dict, template: dict, dapr: Path) -> None:
 
 def test_every_app_has_a_sidecar_service_and_budget(base: list[dict]) -> None:
     apps = check.dapr_apps(base)
-    assert set(apps) == {"gateway", "vision", "nlp", "regression", "sensors", "features", "alerts"}
+    assert set(apps) == {"gateway", "vision", "nlp", "regression", "sensors", "features", "alerts", "pipelines"}
     assert set(check.by_kind(base, "PodDisruptionBudget")) >= set(apps)
     assert set(check.by_kind(base, "HorizontalPodAutoscaler")) == {"vision", "nlp", "regression"}
 
