@@ -273,12 +273,15 @@ def encode_request(
     arrays: dict[str, np.ndarray], *, outputs: list[str] | None = None, binary: bool = True
 ) -> tuple[bytes, dict[str, str]]:
     """A request body for `arrays` and its headers, for a caller of another OIP server: binary tensors (and
-    binary outputs asked for) by default, JSON with `binary=False`. `outputs` names the outputs wanted."""
+    binary outputs asked for) by default, JSON with `binary=False`. `outputs` names the outputs wanted.
+
+    A BYTES tensor of str (as JSON requests give them) stays JSON either way: a server reads a JSON string as text
+    or base64, the same bytes in binary as raw content, so only JSON keeps what the string meant."""
     inputs, tail = [], []
     for name, array in arrays.items():
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
-        if binary:
+        if binary and not (datatype == "BYTES" and any(isinstance(item, str) for item in array.flat)):
             raw = _binary(array, datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
