@@ -19,6 +19,8 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -90,15 +92,16 @@ class Deployment:
     def __init__(self, stack: Stack, folder: Path):
         models = ROOT / "models"
         placement, scheduler = stack.start_placement(), stack.start_scheduler()
-        services = []
+        # App ids of this run's own: another stack's sidecars on the host could answer a common one (mDNS).
+        suffix = secrets.token_hex(3)
+        ids = {service: f"{service}-{suffix}" for service in ("regression", "nlp", "pipelines")}
         for service, wanted in (("regression", "diabetes"), ("nlp", "sentiment")):
             stack.start_app_beside_sidecar(
                 service,
                 stack.components({}),
-                service,
+                ids[service],
                 **{f"{service.upper()}_MODEL_REPOSITORY": str(models), f"{service.upper()}_MODELS": wanted},
             )
-            services.append(service)
         app_port, http_port, grpc_port = free_port(), free_port(), free_port()
         stack.start_app(
             "pipelines",
@@ -107,19 +110,25 @@ class Deployment:
             DAPR_HTTP_PORT=str(http_port),
             DAPR_GRPC_PORT=str(grpc_port),
             PIPELINES_FOLDER=str(folder),
-            PIPELINES_SERVICES=",".join(services),
+            PIPELINES_SERVICES=f"{ids['regression']},{ids['nlp']}",
         )
-        resources = stack.components({"pubsub": ["pipelines"], "workflowstore": ["pipelines"]})
+        resources = stack.components({"pubsub": [ids["pipelines"]], "workflowstore": [ids["pipelines"]]})
         self.sidecar = stack.start_sidecar(
-            "pipelines", resources, app_port, http_port, grpc_port=grpc_port, placement=placement, scheduler=scheduler
+            ids["pipelines"],
+            resources,
+            app_port,
+            http_port,
+            grpc_port=grpc_port,
+            placement=placement,
+            scheduler=scheduler,
         )
         self.headers = {"dapr-api-token": stack.dapr_api_token}
         invoke = f"{self.sidecar.url}/v1.0/invoke"
-        self.pipeline = lambda name: f"{invoke}/pipelines/method/v2/models/{name}/infer"
-        self.model = lambda service, name: f"{invoke}/{service}/method/v2/models/{name}/infer"
-        self.runs = f"{invoke}/pipelines/method/v2/pipelines"
+        self.pipeline = lambda name: f"{invoke}/{ids['pipelines']}/method/v2/models/{name}/infer"
+        self.model = lambda service, name: f"{invoke}/{ids[service]}/method/v2/models/{name}/infer"
+        self.runs = f"{invoke}/{ids['pipelines']}/method/v2/pipelines"
         for name in [*(f"chain-{n}" for n in LENGTHS), "score-then-feel"]:
-            url = f"{invoke}/pipelines/method/v2/models/{name}/ready"
+            url = f"{invoke}/{ids['pipelines']}/method/v2/models/{name}/ready"
             wait_until(lambda url=url: _status(url, self.headers) == 200, f"{name} ready", 120)
 
 
@@ -278,6 +287,7 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the stack's processes are stopped on the way out
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="rounds of the per-step measure")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per throughput run")

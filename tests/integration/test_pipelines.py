@@ -134,6 +134,15 @@ def test_the_ensemble_answers_tritonclient_through_the_gateway(deployment, model
     assert response["parameters"]["steps_failed"] == ""
 
 
+def test_a_run_joins_the_callers_trace(deployment):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"X-API-Key": KEY, "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    body = {"inputs": [{"name": "input", "shape": [2, 10], "datatype": "FP32", "data": ROWS.ravel().tolist()}]}
+    answer = httpx.post(f"{deployment.gateway_url}/v2/models/ensemble/infer", json=body, headers=headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["traceparent"].split("-")[1] == trace_id
+
+
 def test_the_gateway_lists_the_pipelines_beside_the_models(deployment):
     listing = httpx.get(f"{deployment.gateway_url}/v2/models", headers={"X-API-Key": KEY}).json()["models"]
     entries = {entry["name"]: entry for entry in listing}
