@@ -10,14 +10,13 @@ from pydantic_settings import SettingsConfigDict
 
 from tandem.protocol import InferenceError
 from tandem.server import make_app
-from tandem.settings import ModelNames, ServiceSettings
+from tandem.settings import ServiceSettings
 
 
 class RegressionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REGRESSION_", extra="ignore")
 
     port: int = 8003
-    models: ModelNames = ["diabetes", "maintenance-rul", "maintenance-failure", "clusters", "reduction"]
     max_rows: int = 1000
 
 
@@ -50,15 +49,17 @@ EXAMPLE = {
 @router.post("/predict/{model}")
 async def predict(request: Request, model: str, body: Annotated[Rows, Body(examples=[EXAMPLE])]) -> dict[str, Any]:
     """Predictions for rows of named features (the model card lists them: GET /v2/models/{model})."""
-    served = request.app.state.dataplane.repository.get(model)
-    spec = served.card["inputs"][0]
-    features: list[str] = spec["features"]
+    dataplane = request.app.state.dataplane
+    spec = dataplane.card(model).inputs[0]
+    features = spec.features
+    if features is None:
+        raise InferenceError(f"model '{model}' names no features in its card: call POST /v2/models/{model}/infer")
     for index, row in enumerate(body.rows):
         missing, unknown = set(features) - row.keys(), row.keys() - set(features)
         if missing or unknown:
             raise InferenceError(f"rows[{index}]: missing features {sorted(missing)}, unknown {sorted(unknown)}")
     table = np.array([[row[name] for name in features] for row in body.rows], dtype=np.float32)
-    results = await served.predict({spec["name"]: table}, None)
+    served, results = await dataplane.predict(model, {spec.name: table})
     return {
         "model": served.name,
         "version": served.version,

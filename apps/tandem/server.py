@@ -80,19 +80,31 @@ def make_app(
     settings: ServiceSettings,
     dapr: DaprSettings | None = None,
     routers: tuple[APIRouter, ...] = (),
+    every_model: bool = False,
 ) -> FastAPI:
-    """A model service `name`: the base app plus OIP routes for `settings.models`."""
+    """A model server `name`: the base app plus OIP routes for the models of `settings.model_repository` whose card
+    names the service `name` (every model of it with `every_model`), narrowed to `settings.models` if given."""
 
     @asynccontextmanager
     async def load_models(app: FastAPI) -> AsyncIterator[None]:
-        # Models load before the server accepts connections, so "ready" means every model is warm.
-        repository = ModelRepository(settings.model_repository, name, settings.intra_op_threads, settings.batching)
-        for model in settings.models:
-            await repository.load(model)
+        # Models load before the server accepts connections, so "ready" means every model that could load is warm;
+        # one that cannot is UNAVAILABLE with its reason and the others serve.
+        repository = ModelRepository(
+            settings.model_repository,
+            None if every_model else name,
+            settings.intra_op_threads,
+            settings.batching,
+            settings.models,
+        )
+        await repository.load_all()
         app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
         yield
 
-    app = make_base_app(name, settings, dapr, (_oip_router(name, settings), *routers), lifespan=load_models)
+    async def can_serve(request: Request) -> tuple[bool, str]:
+        return request.app.state.dataplane.repository.ready()
+
+    routers = (_oip_router(name, settings), *routers)
+    app = make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve)
     app.openapi = lambda: _openapi(app)
     return app
 

@@ -59,9 +59,9 @@ class AppSettings(BaseSettings):
 class ServiceSettings(AppSettings):
     """Knobs of a model service. Subclasses set `env_prefix`, e.g. REGRESSION_."""
 
-    # Folder holding models/<name>/<version>/ (see models/build.py).
+    # Folder holding <name>/<version>/model.yaml (see models/build.py); the cards say which service serves what.
     model_repository: Path = Path("models")
-    # The models this service hosts, comma separated.
+    # Only these of the service's models, comma separated; empty: all of them.
     models: ModelNames = []
     # onnxruntime threads per session; one keeps a model from fighting its neighbours for cores.
     intra_op_threads: int = 1

