@@ -4,10 +4,11 @@ the Open Inference Protocol v2.
 Routes only translate HTTP to the data plane and back; errors leave as `{"error": "..."}`.
 """
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -98,7 +99,11 @@ def make_app(
         )
         await repository.load_all()
         app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
+        registering = asyncio.create_task(keep_registered(app.state.sidecar, settings))
         yield
+        registering.cancel()
+        with suppress(asyncio.CancelledError):
+            await registering
 
     async def can_serve(request: Request) -> tuple[bool, str]:
         return request.app.state.dataplane.repository.ready()
@@ -107,6 +112,25 @@ def make_app(
     app = make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve)
     app.openapi = lambda: _openapi(app)
     return app
+
+
+async def keep_registered(sidecar: Sidecar, settings: ServiceSettings) -> None:
+    """Tells the gateway, through the sidecar, that this app serves models, now and every `register_seconds` (so a
+    restarted gateway learns of it again); it reads this app's repository index then. Sooner while it fails: under
+    `dapr run` the app starts before its sidecar."""
+    if not settings.gateway_app:
+        return
+    delay = 1.0
+    while True:
+        try:
+            answer = await sidecar.invoke(settings.gateway_app, "services/register", content=b"", timeout=5)
+            registered = answer.status_code == 200
+        except httpx.TransportError:
+            registered = False
+        if not registered:
+            log.debug("not registered with the gateway %s yet", settings.gateway_app)
+        delay = settings.register_seconds if registered else min(2 * delay, settings.register_seconds)
+        await asyncio.sleep(delay)
 
 
 class BodyTooLarge(Exception):

@@ -71,3 +71,7 @@ class ServiceSettings(AppSettings):
     # an empty topic announces nothing.
     model_changes_pubsub: str = "pubsub"
     model_changes_topic: str = "model-changes"
+    # The gateway's app id: the server registers with it through its sidecar, so the gateway routes to it (also a
+    # server the gateway was not configured with, e.g. `tandem serve`). Empty: do not register.
+    gateway_app: str = "gateway"
+    register_seconds: float = 30.0

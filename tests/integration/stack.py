@@ -236,7 +236,12 @@ class Stack:
         """A Tandem service (`python -m <service>`) and its sidecar (app id `app_id(service)`); returns the sidecar and
         the app's port."""
         app_port, sidecar_port = free_port(), free_port()
-        env = {f"{service.upper()}_MODEL_REPOSITORY": str(models), "DAPR_HTTP_PORT": str(sidecar_port), **env}
+        env = {
+            f"{service.upper()}_MODEL_REPOSITORY": str(models),
+            f"{service.upper()}_GATEWAY_APP": self.app_id("gateway"),
+            "DAPR_HTTP_PORT": str(sidecar_port),
+            **env,
+        }
         self.start_app(service, [sys.executable, "-m", service], app_port, **env)
         self.services[service] = self.app_id(service)
         return self.start_sidecar(self.app_id(service), self.components({}), app_port, sidecar_port), app_port
