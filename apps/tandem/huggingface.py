@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast, get_args
 
 import numpy as np
+import onnxruntime as ort
 
 from .card import CARD_FILE, ModelCard, Task, TokenizerCard
 from .runtime import Model, TensorSpec, graph_specs, onnx_session
@@ -72,21 +73,30 @@ def check_folder(folder: Path) -> None:
         )
 
 
+# transformers and tokenizers raise many kinds of exception for a file they cannot read (tokenizers a bare Exception):
+# whatever it is, the message must name the folder.
 def read_config(folder: Path) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError) as error:
+    except Exception as error:
         raise ValueError(f"{folder / 'config.json'}: transformers cannot read it: {error}") from None
 
 
 def read_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except Exception as error:
         raise ValueError(f"{folder}: transformers cannot load the tokenizer: {error}") from None
     if tokenizer.pad_token is None:
         raise ValueError(f"{folder}: the tokenizer has no padding token, so texts of a batch cannot be padded")
     return tokenizer
+
+
+def graph_session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
+    try:
+        return onnx_session(path, intra_op_threads)
+    except Exception as error:  # onnxruntime raises its own exception types for every kind of bad file
+        raise ValueError(f"{path}: not an ONNX graph onnxruntime can load: {error}") from None
 
 
 def find_graph(folder: Path) -> str:
@@ -255,7 +265,7 @@ def card_fields(folder: Path, task: str | None = None) -> dict[str, Any]:
     tokenizer = read_tokenizer(folder)
     chosen = check_task(folder, task if task is not None else detect_task(folder, config))
     artefact = find_graph(folder)
-    graph_inputs, graph_outputs = graph_specs(onnx_session(folder / artefact, 1))
+    graph_inputs, graph_outputs = graph_specs(graph_session(folder / artefact, 1))
     token_inputs(graph_inputs, folder / artefact)
     output = task_output(chosen, graph_outputs, folder / artefact)
     max_tokens = default_max_tokens(folder, tokenizer, config)
@@ -362,7 +372,7 @@ class HuggingFaceModel(Model):
         path = folder / card.artefact
         if not path.is_file():
             raise ValueError(f"{path}: the card's artefact is missing")
-        self.session = onnx_session(path, intra_op_threads)
+        self.session = graph_session(path, intra_op_threads)
         graph_inputs, graph_outputs = graph_specs(self.session)
         self.feeds = {
             spec.name: np.dtype(np.int64 if spec.datatype == "INT64" else np.int32)

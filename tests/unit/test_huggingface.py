@@ -1,11 +1,12 @@
 """The Hugging Face runtime on folders built from the packaged MiniLM weights (tests/huggingface_folders.py), each
 task's outputs against a reference computed here with tokenizers, onnxruntime and numpy; card_fields of each folder.
 
-Bad inputs tried: a folder without tokenizer files, without config.json, without an ONNX graph; a graph whose input
-is not token ids; a graph whose outputs do not fit the card's task; an id2label that does not fit the graph's logits;
-an unknown task and architectures that name none; a card whose outputs the task does not give; texts too long, not
-UTF-8, empty, and an empty batch (400, naming the text's index); and a repository holding a broken Hugging Face folder
-beside a good one (the broken one is UNAVAILABLE with its reason, the good one serves).
+Bad inputs tried: a folder without tokenizer files, without config.json, without an ONNX graph, with a file
+onnxruntime cannot load as its graph; a graph whose input is not token ids; a graph whose outputs do not fit the
+card's task; an id2label that does not fit the graph's logits; an unknown task and architectures that name none; a
+card whose outputs the task does not give; texts too long, not UTF-8, empty, and an empty batch (400, naming the
+text's index); and a repository holding a broken Hugging Face folder beside a good one (the broken one is
+UNAVAILABLE with its reason, the good one serves).
 """
 
 import asyncio
@@ -13,7 +14,6 @@ import json
 import shutil
 from pathlib import Path
 
-import huggingface_folders as folders
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -26,6 +26,8 @@ from tandem.huggingface import HuggingFaceModel, card_fields
 from tandem.protocol import InferenceError
 from tandem.repository import ModelRepository, load_version
 from tandem.runtime import runtime_class
+
+from .. import huggingface_folders as folders
 
 TEXTS = [
     "The striker scored twice in the second half.",
@@ -328,6 +330,14 @@ def test_a_graph_whose_input_is_not_token_ids_is_refused(tmp_path, built):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
     onnx.save(model, folder / "model.onnx")
     with pytest.raises(ValueError, match=r"inputs \(pixels FP32 \[-1, 2\]\) are not token ids") as error:
+        card_fields(folder)
+    assert str(folder / "model.onnx") in str(error.value)
+
+
+def test_a_graph_onnxruntime_cannot_load_is_refused(tmp_path, built):
+    folder = copy_without(built["text-classification"], tmp_path / "model" / "1", "model.onnx")
+    (folder / "model.onnx").write_bytes(b"not a graph at all")
+    with pytest.raises(ValueError, match="not an ONNX graph onnxruntime can load") as error:
         card_fields(folder)
     assert str(folder / "model.onnx") in str(error.value)
 
