@@ -38,7 +38,15 @@ TASKS: tuple[str, ...] = get_args(Task)
 # What a transformers encoder's ONNX export takes; all three come from the tokenizer.
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Any one of these lets AutoTokenizer build the tokenizer (tokenizer.json is what fast tokenizers save).
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "spm.model",
+    "tokenizer.model",
+)
 # A tokenizer saved without tokenizer_config.json claims an unbounded model_max_length; BERT-sized encoders have 512
 # positions, and config.json's max_position_embeddings bounds the graph further when it says less.
 MAX_TOKENS_CAP = 512
@@ -54,9 +62,13 @@ POOLING_MODES = {  # sentence-transformers' Pooling config keys, in the order it
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
 }
 UNSUPPORTED_POOLING = ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
-NORMALIZE = "sentence_transformers.models.Normalize"
-POOLING = "sentence_transformers.models.Pooling"
-TRANSFORMER = "sentence_transformers.models.Transformer"
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot be read as JSON: {error}") from None
 
 
 def check_folder(folder: Path) -> None:
@@ -170,11 +182,11 @@ def task_output(task: str, graph: list[TensorSpec], path: Path) -> TensorSpec:
     )
 
 
-def labels_of(config: PretrainedConfig) -> list[str]:
+def labels_of(config: PretrainedConfig, folder: Path) -> list[str]:
     """id2label as a list in class-index order."""
     id2label = {int(index): str(label) for index, label in (config.id2label or {}).items()}
     if sorted(id2label) != list(range(len(id2label))):
-        raise ValueError(f"config.json's id2label must number its labels 0..n-1, got {sorted(id2label)}")
+        raise ValueError(f"{folder / 'config.json'}: id2label must number its labels 0..n-1, got {sorted(id2label)}")
     return [id2label[index] for index in range(len(id2label))]
 
 
@@ -184,18 +196,15 @@ def pooling_of(folder: Path) -> tuple[list[str], bool]:
     modules_path = folder / "modules.json"
     if not modules_path.is_file():
         return ["mean"], False
-    try:
-        modules = json.loads(modules_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{modules_path}: cannot be read: {error}") from None
     modes, normalise = ["mean"], False
-    for module in modules:
+    for module in read_json(modules_path):
         kind = module.get("type", "")
-        if kind == POOLING:
+        name = kind.rpartition(".")[2]  # the class name: sentence_transformers.models.Pooling is "Pooling"
+        if name == "Pooling":
             modes = _pooling_modes(folder / module.get("path", "") / "config.json")
-        elif kind == NORMALIZE:
+        elif name == "Normalize":
             normalise = True
-        elif kind != TRANSFORMER:
+        elif name != "Transformer":
             raise ValueError(
                 f"{modules_path}: module {kind!r} is not supported (only Transformer, Pooling and Normalize); export "
                 "the whole model with `optimum-cli export onnx` so the graph gives sentence_embedding"
@@ -204,10 +213,7 @@ def pooling_of(folder: Path) -> tuple[list[str], bool]:
 
 
 def _pooling_modes(path: Path) -> list[str]:
-    try:
-        settings = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot be read: {error}") from None
+    settings = read_json(path)
     unsupported = [key for key in UNSUPPORTED_POOLING if settings.get(key)]
     modes = [mode for key, mode in POOLING_MODES.items() if settings.get(key)]
     if unsupported or not modes:
@@ -223,7 +229,7 @@ def default_max_tokens(folder: Path, tokenizer: PreTrainedTokenizerBase, config:
     limit = min(limit, MAX_TOKENS_CAP)
     sentence_config = folder / "sentence_bert_config.json"
     if sentence_config.is_file():
-        limit = min(limit, int(json.loads(sentence_config.read_text()).get("max_seq_length", limit)))
+        limit = min(limit, int(read_json(sentence_config).get("max_seq_length", limit)))
     return int(limit)
 
 
@@ -268,58 +274,65 @@ def card_fields(folder: Path, task: str | None = None) -> dict[str, Any]:
     graph_inputs, graph_outputs = graph_specs(graph_session(folder / artefact, 1))
     token_inputs(graph_inputs, folder / artefact)
     output = task_output(chosen, graph_outputs, folder / artefact)
+    width, labels, postprocessing = _task_card(chosen, folder, config, output)
     max_tokens = default_max_tokens(folder, tokenizer, config)
     architecture = (config.architectures or [type(config).__name__])[0]
-    fields: dict[str, Any] = {"runtime": "huggingface", "task": chosen, "artefact": artefact}
-    details: dict[str, Any] = {
-        "architecture": architecture,
-        "model_type": config.model_type,
-        "graph": {
-            "inputs": {spec.name: f"{spec.datatype} {spec.shape}" for spec in graph_inputs},
-            "output": f"{output.name} {output.datatype} {output.shape}",
+    # AutoConfig puts the folder's path in name_or_path; config.json itself names the model it was saved from.
+    source = read_json(folder / "config.json").get("_name_or_path")
+    fields: dict[str, Any] = {
+        "runtime": "huggingface",
+        "task": chosen,
+        "artefact": artefact,
+        "description": f"{chosen} with {architecture}" + (f" ({source})" if source else ""),
+        "inputs": [dict(TEXT_INPUT)],
+        "outputs": task_outputs(chosen, width),
+        "preprocessing": f"the folder's tokenizer: padded to the longest text of a batch, truncated to {max_tokens} "
+        "tokens",
+        "postprocessing": postprocessing,
+        "tokenizer": {
+            "file": next(name for name in TOKENIZER_FILES if (folder / name).is_file()),
+            "max_tokens": max_tokens,
+            "max_characters": TokenizerCard().max_characters,
+            "lowercase": bool(getattr(tokenizer, "do_lower_case", False)),
+            "truncation": "longest_first",
+            "padding": "longest in the batch",
+        },
+        "details": {
+            "architecture": architecture,
+            "model_type": config.model_type,
+            "graph": {
+                "inputs": {spec.name: f"{spec.datatype} {spec.shape}" for spec in graph_inputs},
+                "output": f"{output.name} {output.datatype} {output.shape}",
+            },
         },
     }
-    if chosen == "feature-extraction":
-        if output.name == "sentence_embedding":
-            pooling = "the graph's own sentence_embedding"
-            width = output.shape[-1] if output.shape[-1] != -1 else config.hidden_size
-        else:
-            modes, normalise = pooling_of(folder)
-            pooling = f"{'+'.join(modes)} of {output.name} over the attention mask" + (
-                ", then L2 normalisation" if normalise else ""
-            )
-            width = (output.shape[-1] if output.shape[-1] != -1 else config.hidden_size) * len(modes)
-        details["pooling"] = pooling
-        fields["postprocessing"] = pooling
-    else:
-        labels = labels_of(config)
-        width = len(labels)
+    if labels is not None:
         fields["labels"] = labels
-        if chosen == "text-classification":
-            multi_label = config.problem_type == "multi_label_classification"
-            fields["postprocessing"] = (
-                "sigmoid of each logit (multi-label)" if multi_label else "softmax of the logits"
-            ) + "; label: the most probable of config.json's id2label"
-        else:
-            fields["postprocessing"] = (
-                "softmax per token; tokens of one label merged (B-/I- dropped), 'O' and special tokens left out"
-            )
-    fields["description"] = f"{chosen} with {architecture} from the Hugging Face folder {folder.name}"
-    fields["inputs"] = [dict(TEXT_INPUT)]
-    fields["outputs"] = task_outputs(chosen, width)
-    fields["preprocessing"] = (
-        f"the folder's tokenizer: padded to the longest text of a batch, truncated to {max_tokens} tokens"
-    )
-    fields["tokenizer"] = {
-        "file": next(name for name in TOKENIZER_FILES if (folder / name).is_file()),
-        "max_tokens": max_tokens,
-        "max_characters": TokenizerCard().max_characters,
-        "lowercase": bool(getattr(tokenizer, "do_lower_case", False)),
-        "truncation": "longest_first",
-        "padding": "longest in the batch",
-    }
-    fields["details"] = details
     return fields
+
+
+def _task_card(
+    task: str, folder: Path, config: PretrainedConfig, output: TensorSpec
+) -> tuple[int, list[str] | None, str]:
+    """The width of the task's output (labels or embedding size), the labels, and the postprocessing, for people."""
+    if task == "feature-extraction":
+        size = output.shape[-1] if output.shape[-1] != -1 else config.hidden_size
+        if output.name == "sentence_embedding":
+            return size, None, "the graph's own sentence_embedding"
+        modes, normalise = pooling_of(folder)
+        pooling = f"{'+'.join(modes)} of {output.name} over the attention mask"
+        return size * len(modes), None, pooling + (", then L2 normalisation" if normalise else "")
+    labels = labels_of(config, folder)
+    if output.shape[-1] not in (-1, len(labels)):
+        raise ValueError(
+            f"{folder}: the graph's {output.name} give {output.shape[-1]} classes, config.json's id2label has "
+            f"{len(labels)} labels"
+        )
+    if task == "token-classification":
+        return len(labels), labels, "softmax per token; tokens of one entity merged (B-/I- dropped), 'O' left out"
+    if config.problem_type == "multi_label_classification":
+        return len(labels), labels, "a sigmoid per label (multi-label); label: the most probable of id2label"
+    return len(labels), labels, "softmax of the logits; label: the most probable of id2label"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -381,7 +394,7 @@ class HuggingFaceModel(Model):
         self.graph_output = task_output(self.task, graph_outputs, path).name
         self.labels: list[str] = []
         if self.task != "feature-extraction":
-            self.labels = labels_of(self.config)
+            self.labels = labels_of(self.config, folder)
             if card.labels is not None and card.labels != self.labels:
                 raise ValueError(
                     f"{folder / CARD_FILE}: labels {card.labels} differ from config.json's id2label {self.labels}"
@@ -390,8 +403,8 @@ class HuggingFaceModel(Model):
         self.modes, self.normalise = (["mean"], False)
         if self.task == "feature-extraction" and self.graph_output != "sentence_embedding":
             self.modes, self.normalise = pooling_of(folder)
-        # transformers' fast tokenizer sets truncation and padding on its shared Rust tokenizer at each call: calls from
-        # two threads at once (requests run in a thread pool) could find it mid-change.
+        # transformers' fast tokenizer sets truncation and padding on its one Rust tokenizer during a call when they differ
+        # from the last call's; requests run in a thread pool, and two at once must not find it mid-change.
         self._tokenizer_lock = threading.Lock()
         # The first run allocates and plans; pay for it at load, not on a user's request. It also proves the graph's
         # outputs fit the card (a label count, an embedding size).
@@ -403,8 +416,9 @@ class HuggingFaceModel(Model):
         card_path = self.folder / CARD_FILE
         text = TensorSpec(TEXT_INPUT["name"], TEXT_INPUT["datatype"], TEXT_INPUT["shape"])
         if list(self.inputs.values()) != [text]:
+            said = ", ".join(f"{spec.name} {spec.datatype} {spec.shape}" for spec in self.inputs.values())
             raise ValueError(
-                f"{card_path}: a huggingface model takes one input 'text' BYTES [-1], the card says {list(self.inputs.values())}"
+                f"{card_path}: a huggingface model takes one input 'text' BYTES [-1], the card says {said}"
             )
         offered = {output["name"]: output["datatype"] for output in task_outputs(self.task, -1)}
         for spec in self.outputs.values():
@@ -456,22 +470,22 @@ class HuggingFaceModel(Model):
             return {"embedding": pool(result, encoding["attention_mask"], self.modes, self.normalise)}
         return {"entities": self._entities(result, encoding)}
 
-    def _classify(self, logits: np.ndarray) -> dict[str, np.ndarray]:
+    def _check_label_count(self, logits: np.ndarray, per: str) -> None:
+        # Caught by the warm-up at load: a graph's class count does not change between calls.
         if logits.shape[-1] != len(self.labels):
             raise ValueError(
-                f"{self.folder / self.card.artefact}: the graph gives {logits.shape[-1]} logits per text, config.json's "
-                f"id2label has {len(self.labels)} labels"
+                f"{self.folder / self.card.artefact}: the graph gives {logits.shape[-1]} logits per {per}, "
+                f"config.json's id2label has {len(self.labels)} labels"
             )
+
+    def _classify(self, logits: np.ndarray) -> dict[str, np.ndarray]:
+        self._check_label_count(logits, "text")
         probabilities = 1 / (1 + np.exp(-logits)) if self.multi_label else softmax(logits)
         labels = np.array([self.labels[index] for index in probabilities.argmax(axis=1)], dtype=object)
         return {"probabilities": probabilities.astype(np.float32), "label": labels}
 
     def _entities(self, logits: np.ndarray, encoding: dict[str, np.ndarray]) -> np.ndarray:
-        if logits.shape[-1] != len(self.labels):
-            raise ValueError(
-                f"{self.folder / self.card.artefact}: the graph gives {logits.shape[-1]} logits per token, "
-                f"config.json's id2label has {len(self.labels)} labels"
-            )
+        self._check_label_count(logits, "token")
         probabilities = softmax(logits)
         found = []
         for row in range(len(logits)):

@@ -230,7 +230,7 @@ def test_card_fields_of_a_sentence_transformers_folder(built):
     assert "labels" not in fields
     # sentence_bert_config.json's max_seq_length, below the tokenizer's 512.
     assert fields["tokenizer"]["max_tokens"] == 256 and fields["tokenizer"]["lowercase"] is True
-    assert fields["details"]["pooling"] == "mean of last_hidden_state over the attention mask, then L2 normalisation"
+    assert fields["postprocessing"] == "mean of last_hidden_state over the attention mask, then L2 normalisation"
 
 
 def test_card_fields_of_a_sequence_classification_folder(built):
@@ -275,7 +275,7 @@ def test_a_task_given_overrides_the_architectures(tmp_path, built):
     fields = card_fields(folder, task="feature-extraction")
     assert fields["task"] == "feature-extraction"
     # Without a sentence-transformers config: the mean, not normalised.
-    assert fields["details"]["pooling"] == "mean of last_hidden_state over the attention mask"
+    assert fields["postprocessing"] == "mean of last_hidden_state over the attention mask"
 
 
 # --- bad folders ---
@@ -359,14 +359,25 @@ def test_a_graph_whose_outputs_do_not_fit_the_task_fails_to_load(tmp_path, built
     assert str(folder / "model.onnx") in str(error.value)
 
 
-def test_id2label_that_does_not_fit_the_logits_fails_to_load(tmp_path, built):
+def test_id2label_that_does_not_fit_the_logits_is_refused(tmp_path, built):
     folder = copy_without(built["text-classification"], tmp_path / "model" / "1")
+    fields = card_fields(folder)
     config = json.loads((folder / "config.json").read_text())
-    id2label = {"0": "food", "1": "sport", "2": "music"}
+    labels = ["food", "sport", "music"]
+    id2label = dict(enumerate(labels))
     (folder / "config.json").write_text(json.dumps({**config, "id2label": id2label, "label2id": {}}))
-    add_card(folder)
-    with pytest.raises(ValueError, match="2 logits per text, config.json's id2label has 3 labels"):
+    with pytest.raises(
+        ValueError, match="the graph's logits give 2 classes, config.json's id2label has 3 labels"
+    ) as error:
+        card_fields(folder)
+    assert str(folder) in str(error.value)
+
+    # A card that agrees with config.json: the graph still gives two logits.
+    fields["labels"], fields["outputs"][0]["shape"] = labels, [-1, 3]
+    ModelCard.parse({"name": "model", "version": "1", **fields}, folder).write(folder)
+    with pytest.raises(ValueError, match="gives 2 logits per text, config.json's id2label has 3 labels") as error:
         load_version(folder)
+    assert str(folder / "model.onnx") in str(error.value)
 
 
 def test_a_card_asking_for_outputs_the_task_does_not_give_fails_to_load(tmp_path, built):
