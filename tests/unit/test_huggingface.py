@@ -4,9 +4,9 @@ task's outputs against a reference computed here with tokenizers, onnxruntime an
 Bad inputs tried: a folder without tokenizer files, without config.json, without an ONNX graph, with a file
 onnxruntime cannot load as its graph; a graph whose input is not token ids; a graph whose outputs do not fit the
 card's task; an id2label that does not fit the graph's logits; an unknown task and architectures that name none; a
-card whose outputs the task does not give; texts too long, not UTF-8, empty, and an empty batch (400, naming the
-text's index); and a repository holding a broken Hugging Face folder beside a good one (the broken one is
-UNAVAILABLE with its reason, the good one serves).
+card whose outputs the task does not give; a sentence-transformers module other than pooling and normalisation;
+texts too long, not UTF-8, empty, and an empty batch (400, naming the text's index); and a repository holding a
+broken Hugging Face folder beside a good one (the broken one is UNAVAILABLE with its reason, the good one serves).
 """
 
 import asyncio
@@ -137,6 +137,79 @@ def test_an_embedding_does_not_depend_on_its_batch(models):
     together = predict(models["feature-extraction"], *TEXTS)["embedding"]
     alone = np.concatenate([predict(models["feature-extraction"], text)["embedding"] for text in TEXTS])
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
+
+
+def test_a_text_longer_than_max_tokens_is_truncated_not_refused(built, models):
+    long_text = "word " * 390  # 392 tokens, under the character limit; the card says 256 tokens
+    hidden, encodings = Reference(built["feature-extraction"], max_tokens=256).run([long_text])
+    assert len(encodings[0].ids) == 256
+    mean = hidden.mean(axis=1)
+    expected = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    np.testing.assert_allclose(predict(models["feature-extraction"], long_text)["embedding"], expected, atol=1e-6)
+
+
+def pooled_by_hand(hidden: np.ndarray, mask: np.ndarray, modes: list[str]) -> np.ndarray:
+    """sentence-transformers' pooling, from its documentation: cls, max, mean, mean_sqrt_len concatenated in that order."""
+    weights = mask[..., None].astype(np.float64)
+    parts = {
+        "cls": hidden[:, 0],
+        "max": np.where(weights > 0, hidden, -np.inf).max(axis=1),
+        "mean": (hidden * weights).sum(axis=1) / weights.sum(axis=1),
+        "mean_sqrt_len": (hidden * weights).sum(axis=1) / np.sqrt(weights.sum(axis=1)),
+    }
+    return np.concatenate([parts[mode] for mode in ["cls", "max", "mean", "mean_sqrt_len"] if mode in modes], axis=1)
+
+
+@pytest.mark.parametrize(
+    ("modes", "normalise"),
+    [(["cls"], True), (["max"], False), (["mean_sqrt_len", "cls"], False), (["mean", "max"], True)],
+)
+def test_the_folder_s_sentence_transformers_pooling_is_followed(tmp_path, built, modes, normalise):
+    folder = copy_without(built["feature-extraction"], tmp_path / "pooled" / "1")
+    keys = {"cls": "cls_token", "max": "max_tokens", "mean": "mean_tokens", "mean_sqrt_len": "mean_sqrt_len_tokens"}
+    pooling = {f"pooling_mode_{key}": mode in modes for mode, key in keys.items()}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384, **pooling}))
+    modules = json.loads((folder / "modules.json").read_text())
+    if not normalise:
+        modules = [module for module in modules if not module["type"].endswith("Normalize")]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    fields = card_fields(folder)
+    assert fields["outputs"][0]["shape"] == [-1, 384 * len(modes)]
+
+    hidden, encodings = Reference(folder, max_tokens=256).run(TEXTS)
+    expected = pooled_by_hand(hidden, np.array([encoding.attention_mask for encoding in encodings]), modes)
+    if normalise:
+        expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    embedding = predict(load_version(add_card(folder)), *TEXTS)["embedding"]
+    np.testing.assert_allclose(embedding, expected, rtol=0, atol=1e-5)
+
+
+def test_a_graph_that_gives_sentence_embedding_is_taken_as_it_is(tmp_path, built, models):
+    """What `optimum-cli export onnx` writes for a sentence-transformers model: pooling already in the graph. The
+    folder's pooling config (here: cls) must then not be applied again."""
+    folder = copy_without(built["feature-extraction"], tmp_path / "exported" / "1", "model.onnx")
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    graph, hidden = folders._encoder()
+    embedding = folders.minilm.mean_pool_and_normalise(graph, hidden)
+    (folder / "model.onnx").write_bytes(
+        folders._close(graph, embedding, "sentence_embedding", ["batch", 384]).SerializeToString()
+    )
+    fields = card_fields(folder)
+    assert fields["postprocessing"] == "the graph's own sentence_embedding"
+    assert fields["outputs"][0]["shape"] == [-1, 384]
+
+    expected = predict(models["feature-extraction"], *TEXTS)["embedding"]  # mean, normalised: what the graph does
+    np.testing.assert_allclose(predict(load_version(add_card(folder)), *TEXTS)["embedding"], expected, atol=1e-6)
+
+
+def test_an_unsupported_sentence_transformers_module_is_refused(tmp_path, built):
+    folder = copy_without(built["feature-extraction"], tmp_path / "dense" / "1")
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match="module 'sentence_transformers.models.Dense' is not supported") as error:
+        card_fields(folder)
+    assert str(folder / "modules.json") in str(error.value)
 
 
 def test_text_classification_is_the_softmax_of_the_logits_with_labels_from_id2label(built, models):
