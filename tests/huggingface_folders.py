@@ -68,7 +68,7 @@ def _weights() -> dict[str, np.ndarray]:
     return load_file(str(SOURCE / "model.safetensors"))
 
 
-def _encoder() -> tuple[minilm.GraphWriter, str]:
+def encoder_graph() -> tuple[minilm.GraphWriter, str]:
     """minilm's BERT encoder up to the last hidden state [batch, tokens, 384], token types read from the input."""
     settings = minilm.config()
     graph = minilm.GraphWriter(_weights())
@@ -86,7 +86,7 @@ def _encoder() -> tuple[minilm.GraphWriter, str]:
     return graph, x
 
 
-def _close(graph: minilm.GraphWriter, tensor: str, name: str, shape: list) -> onnx.ModelProto:
+def close_graph(graph: minilm.GraphWriter, tensor: str, name: str, shape: list) -> onnx.ModelProto:
     """The graph over the three token inputs with one FP32 output `name`, as an export names them."""
     inputs = [
         helper.make_tensor_value_info(input_name, TensorProto.INT64, ["batch", "tokens"])
@@ -109,8 +109,8 @@ def _close(graph: minilm.GraphWriter, tensor: str, name: str, shape: list) -> on
 
 @functools.cache
 def _encoder_bytes() -> bytes:
-    graph, hidden = _encoder()
-    return _close(graph, hidden, "last_hidden_state", ["batch", "tokens", HIDDEN]).SerializeToString()
+    graph, hidden = encoder_graph()
+    return close_graph(graph, hidden, "last_hidden_state", ["batch", "tokens", HIDDEN]).SerializeToString()
 
 
 def _hidden_states(texts: list[str]) -> tuple[np.ndarray, list]:
@@ -195,11 +195,11 @@ def text_classification_folder(dest: Path) -> Path:
         problem_type="single_label_classification",
     )
     _copy_tokenizer(dest)
-    graph, hidden = _encoder()
+    graph, hidden = encoder_graph()
     embedding = minilm.mean_pool_and_normalise(graph, hidden)
     cosines = graph.op("MatMul", embedding, graph.constant("topic_centroids", _topic_centroids()))
     logits = graph.op("Mul", cosines, graph.constant("topic_scale", np.array(TOPIC_SCALE, np.float32)))
-    (dest / "model.onnx").write_bytes(_close(graph, logits, "logits", ["batch", len(labels)]).SerializeToString())
+    (dest / "model.onnx").write_bytes(close_graph(graph, logits, "logits", ["batch", len(labels)]).SerializeToString())
     return dest
 
 
@@ -214,7 +214,7 @@ def token_classification_folder(dest: Path) -> Path:
         label2id={label: index for index, label in enumerate(TOKEN_LABELS)},
     )
     _copy_tokenizer(dest)
-    graph, hidden = _encoder()
+    graph, hidden = encoder_graph()
     norm = graph.op("ReduceL2", hidden, "axis_minus_1", keepdims=1)
     cosines = graph.op("MatMul", graph.op("Div", hidden, norm), graph.constant("place_prototypes", _place_prototypes()))
     # O scores the threshold: a token is a place only when a prototype is closer than that.
@@ -226,6 +226,6 @@ def token_classification_folder(dest: Path) -> Path:
     scores = graph.op("Concat", outside, cosines, axis=-1)
     logits = graph.op("Mul", scores, graph.constant("token_scale", np.array(TOKEN_SCALE, np.float32)))
     (dest / "onnx").mkdir(exist_ok=True)
-    model = _close(graph, logits, "logits", ["batch", "tokens", len(TOKEN_LABELS)])
+    model = close_graph(graph, logits, "logits", ["batch", "tokens", len(TOKEN_LABELS)])
     (dest / "onnx" / "model.onnx").write_bytes(model.SerializeToString())
     return dest

@@ -12,6 +12,7 @@ broken Hugging Face folder beside a good one (the broken one is UNAVAILABLE with
 import asyncio
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -189,10 +190,10 @@ def test_a_graph_that_gives_sentence_embedding_is_taken_as_it_is(tmp_path, built
     folder's pooling config (here: cls) must then not be applied again."""
     folder = copy_without(built["feature-extraction"], tmp_path / "exported" / "1", "model.onnx")
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
-    graph, hidden = folders._encoder()
+    graph, hidden = folders.encoder_graph()
     embedding = folders.minilm.mean_pool_and_normalise(graph, hidden)
     (folder / "model.onnx").write_bytes(
-        folders._close(graph, embedding, "sentence_embedding", ["batch", 384]).SerializeToString()
+        folders.close_graph(graph, embedding, "sentence_embedding", ["batch", 384]).SerializeToString()
     )
     fields = card_fields(folder)
     assert fields["postprocessing"] == "the graph's own sentence_embedding"
@@ -281,6 +282,17 @@ def test_token_classification_merges_tokens_of_one_entity(built, models):
         ("LOC", "san francisco"),
     ]
     assert [TEXTS[2][entity["start"] : entity["end"]] for entity in found[2]] == ["New York", "San Francisco"]
+
+
+def test_requests_in_threads_at_once_get_what_they_get_alone(models):
+    """Requests run in a thread pool, and they share one tokenizer."""
+    model = models["token-classification"]
+    batches = [TEXTS[index:] + TEXTS[:index] for index in range(len(TEXTS))] * 4
+    alone = [predict(model, *batch)["entities"] for batch in batches]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda batch: predict(model, *batch)["entities"], batches))
+    for expected, got in zip(alone, together, strict=True):
+        assert list(got) == list(expected)
 
 
 def test_the_repository_loads_a_huggingface_card_through_its_runtime_name(repository):
