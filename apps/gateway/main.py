@@ -250,8 +250,8 @@ async def subscriptions() -> list[dict[str, str]]:
 async def model_changed(request: Request, event: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     """A service loaded or unloaded a model: read its index again. Nothing to retry if that fails: the periodic
     refresh catches up."""
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
-    await request.app.state.directory.refresh(data.get("service"))
+    data = event.get("data")
+    await request.app.state.directory.refresh(data.get("service") if isinstance(data, dict) else None)
     return {"status": "SUCCESS"}
 
 

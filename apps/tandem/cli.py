@@ -103,7 +103,11 @@ def check(args: argparse.Namespace) -> int:
         print(f"tandem check: {root} is not a folder", file=sys.stderr)
         return 2
     problems = 0
-    folders = sorted(path for path in root.glob("*/*") if path.is_dir() and not path.name.startswith("."))
+    folders = sorted(
+        path
+        for path in root.glob("*/*")
+        if path.is_dir() and not path.name.startswith((".", "_")) and not path.parent.name.startswith((".", "_"))
+    )
     for folder in folders:
         if not (folder / CARD_FILE).is_file():
             problems += 1

@@ -38,7 +38,8 @@ class DataPlane:
         return True
 
     def card(self, name: str, version: str | None = None) -> ModelCard:
-        return self.repository.get(name, version).card
+        """The card of a model a route for people is about to run (an unknown model is counted as its inference)."""
+        return self._model(name, version).card
 
     def _model(self, name: str, version: str | None) -> Model:
         try:

@@ -7,7 +7,7 @@ Routes only translate HTTP to the data plane and back; errors leave as `{"error"
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib.metadata import version as package_version
 from typing import Any
@@ -110,7 +110,7 @@ def make_app(
 
     routers = (_oip_router(name, settings), *routers)
     app = make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve)
-    app.openapi = lambda: _openapi(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
     return app
 
 
@@ -200,7 +200,7 @@ class JsonByDefaultMiddleware:
         await self.app(scope, receive, send)
 
 
-def serve(app_path: str, settings: ServiceSettings, dapr: DaprSettings | None = None) -> None:
+def serve(app_path: str, settings: AppSettings, dapr: DaprSettings | None = None) -> None:
     """Runs `module:app` with uvicorn on APP_PORT (set by Dapr) or the service's own port."""
     dapr = dapr or DaprSettings()
     uvicorn.run(
@@ -305,7 +305,7 @@ async def _metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

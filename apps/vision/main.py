@@ -73,7 +73,7 @@ async def nsfw(request: Request) -> dict[str, Any]:
     """Whether the image is safe for work, by the open_nsfw CNN."""
     card, results = await predict_image(request, "nsfw")
     probabilities = _probabilities(card.labels or [], results["probabilities"][0])
-    return {"label": max(probabilities, key=probabilities.get), "probabilities": probabilities}
+    return {"label": max(probabilities, key=lambda label: probabilities[label]), "probabilities": probabilities}
 
 
 app = make_app("vision", settings, routers=(router,))

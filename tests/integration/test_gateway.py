@@ -1,10 +1,11 @@
 """The gateway in front of real model services, every call through real sidecars: tritonclient against models of
 all three services, API keys from a Dapr secret store, rate limits, unknown models, a killed service (503, the
-breaker opening, recovery), model changes announced over pub/sub, and sidecars closed to callers without the token.
+breaker opening, the gateway staying ready, recovery), model changes announced over pub/sub, and sidecars closed to callers without the token.
 
 Bad inputs tried: no key, a wrong key (both headers), a key in the wrong scheme, an unknown model, a burst over the
 rate limit, requests to a killed service, calls to a model service's sidecar and app without their tokens."""
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -116,7 +117,13 @@ def test_refuses_requests_without_a_known_key(gateway: Gateway):
 
 
 def test_rate_limit_per_key(gateway: Gateway):
-    answers = [gateway.get("/v2/models/diabetes", key=KEYS["flood"]) for _ in range(RATE_BURST * 3)]
+    async def burst() -> list[httpx.Response]:
+        # All at once: one after another, a slow machine could take longer than the bucket needs to refill.
+        headers = {"Authorization": f"Bearer {KEYS['flood']}"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=60) as client:
+            return await asyncio.gather(*(client.get("/v2/models/diabetes") for _ in range(RATE_BURST * 3)))
+
+    answers = asyncio.run(burst())
     refused = [answer for answer in answers if answer.status_code == 429]
     assert refused, "a burst of three times the limit was never refused"
     assert int(refused[0].headers["retry-after"]) >= 1
@@ -190,8 +197,11 @@ def test_killed_service_gives_503_then_the_breaker_opens_and_closes_on_recovery(
     assert open_breaker.status_code == 503 and "circuit breaker is open" in open_breaker.json()["error"]
     assert int(open_breaker.headers["retry-after"]) >= 1
     assert gateway.get("/status").json()["services"][stack.app_id("regression")]["breaker"] == "open"
-    not_ready = httpx.get(f"{gateway.url}/v2/health/ready")
-    assert not_ready.status_code == 503 and "regression" in not_ready.json()["error"]
+    # The gateway stays ready (a Kubernetes probe must not take it, and every other service, out of the load
+    # balancer); /status says which service is down.
+    assert httpx.get(f"{gateway.url}/v2/health/ready").status_code == 200
+    status = gateway.get("/status").json()
+    assert status["ready"] is True and status["services"][stack.app_id("regression")]["ready"] is False
     # Other services are not affected.
     assert gateway.get("/v2/models/minilm/ready").status_code == 200
 
@@ -203,6 +213,5 @@ def test_killed_service_gives_503_then_the_breaker_opens_and_closes_on_recovery(
         process=process,
     )
     assert gateway.get("/status").json()["services"][stack.app_id("regression")]["breaker"] == "closed"
-    wait_until(lambda: httpx.get(f"{gateway.url}/v2/health/ready").status_code == 200, "gateway ready again")
     answer = gateway.post("/v2/models/diabetes/infer", body.encode()).json()
     assert np.isfinite(answer["outputs"][0]["data"][0])
