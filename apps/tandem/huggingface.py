@@ -258,7 +258,7 @@ def task_outputs(task: str, width: int) -> list[dict[str, Any]]:
     ]
 
 
-TEXT_INPUT = {"name": "text", "datatype": "BYTES", "shape": [-1], "description": "one UTF-8 text each"}
+TEXT = TensorSpec("text", "BYTES", [-1])  # the one input of every task
 
 
 def card_fields(folder: Path, task: str | None = None) -> dict[str, Any]:
@@ -284,7 +284,9 @@ def card_fields(folder: Path, task: str | None = None) -> dict[str, Any]:
         "task": chosen,
         "artefact": artefact,
         "description": f"{chosen} with {architecture}" + (f" ({source})" if source else ""),
-        "inputs": [dict(TEXT_INPUT)],
+        "inputs": [
+            {"name": TEXT.name, "datatype": TEXT.datatype, "shape": TEXT.shape, "description": "one UTF-8 text each"}
+        ],
         "outputs": task_outputs(chosen, width),
         "preprocessing": f"the folder's tokenizer: padded to the longest text of a batch, truncated to {max_tokens} "
         "tokens",
@@ -414,8 +416,7 @@ class HuggingFaceModel(Model):
 
     def _check_interface(self) -> None:
         card_path = self.folder / CARD_FILE
-        text = TensorSpec(TEXT_INPUT["name"], TEXT_INPUT["datatype"], TEXT_INPUT["shape"])
-        if list(self.inputs.values()) != [text]:
+        if list(self.inputs.values()) != [TEXT]:
             said = ", ".join(f"{spec.name} {spec.datatype} {spec.shape}" for spec in self.inputs.values())
             raise ValueError(
                 f"{card_path}: a huggingface model takes one input 'text' BYTES [-1], the card says {said}"
