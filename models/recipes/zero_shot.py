@@ -43,7 +43,7 @@ def build(seed: int, folder: Path) -> dict:
             {"name": "scores", "datatype": "FP32", "shape": [-1, -1], "description": "per text, one per label"},
             {"name": "label", "datatype": "BYTES", "shape": [-1], "description": "per text, the best label"},
         ],
-        "zero_shot": {"template": TEMPLATE, "temperature": TEMPERATURE},
+        "parameters": {"template": TEMPLATE, "temperature": TEMPERATURE},
         "preprocessing": "BERT uncased WordPiece (tokenizer.json), [CLS] ... [SEP], truncated to 128 tokens",
         "tokenizer": minilm.tokenizer_card(),
         "metrics": {
