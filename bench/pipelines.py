@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import signal
 import statistics
 import subprocess
@@ -93,8 +92,7 @@ class Deployment:
         models = ROOT / "models"
         placement, scheduler = stack.start_placement(), stack.start_scheduler()
         # App ids of this run's own: another stack's sidecars on the host could answer a common one (mDNS).
-        suffix = secrets.token_hex(3)
-        ids = {service: f"{service}-{suffix}" for service in ("regression", "nlp", "pipelines")}
+        ids = {service: stack.app_id(service) for service in ("regression", "nlp", "pipelines")}
         for service, wanted in (("regression", "diabetes"), ("nlp", "sentiment")):
             stack.start_app_beside_sidecar(
                 service,
@@ -112,7 +110,7 @@ class Deployment:
             PIPELINES_FOLDER=str(folder),
             PIPELINES_SERVICES=f"{ids['regression']},{ids['nlp']}",
         )
-        resources = stack.components({"pubsub": [ids["pipelines"]], "workflowstore": [ids["pipelines"]]})
+        resources = stack.components({})  # the committed scopes name "pipelines": the stack adds its id
         self.sidecar = stack.start_sidecar(
             ids["pipelines"],
             resources,

@@ -2,7 +2,6 @@
 regression service to call; shared by the durable and the schedule tests."""
 
 import re
-import secrets
 import shutil
 import sys
 from dataclasses import dataclass
@@ -25,16 +24,14 @@ class Replica:
 class DurableDeployment:
     def __init__(self, stack: Stack, model_repository: Path, folder: Path):
         self.stack = stack
-        self.suffix = secrets.token_hex(3)
-        self.regression_id = f"regression-{self.suffix}"
-        self.pipelines_id = f"pipelines-{self.suffix}"
+        self.regression_id = stack.app_id("regression")
+        self.pipelines_id = stack.app_id("pipelines")
         self.placement = stack.start_placement()
         self.scheduler = stack.start_scheduler()
-        _, self.regression_port = stack.start_app_beside_sidecar(
-            "regression", stack.components({}), self.regression_id, REGRESSION_MODEL_REPOSITORY=str(model_repository)
-        )
+        _, self.regression_port = stack.start_service("regression", model_repository)
         self.folder = folder
-        self.resources = stack.components({"pubsub": [self.pipelines_id], "workflowstore": [self.pipelines_id]})
+        # The committed scopes name "pipelines" (pub/sub, workflowstore): the stack adds its id for it.
+        self.resources = stack.components({})
         self.replicas: list[Replica] = []
 
     def start_replica(self) -> Replica:

@@ -8,7 +8,6 @@ under onError fail, skip and default, a step that cannot answer within its timeo
 
 import base64
 import json
-import secrets
 import shutil
 from pathlib import Path
 
@@ -74,18 +73,14 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(stack: Stack, model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
-    suffix = secrets.token_hex(3)
     services = {}
     for service in ("vision", "nlp", "regression"):
-        app_id = f"{service}-{suffix}"
-        stack.start_app_beside_sidecar(
-            service, stack.components({}), app_id, **{f"{service.upper()}_MODEL_REPOSITORY": str(model_repository)}
-        )
-        services[service] = app_id
+        stack.start_service(service, model_repository)
+        services[service] = stack.app_id(service)
     folder = tmp_path_factory.mktemp("pipelines")
     for source in [*(ROOT / "pipelines").glob("*.yaml"), *(HERE / "pipelines").glob("*.yaml")]:
         shutil.copy(source, folder)
-    pipelines_id = f"pipelines-{suffix}"
+    pipelines_id = stack.app_id("pipelines")
     sidecar, _ = stack.start_app_beside_sidecar(
         "pipelines",
         stack.components({}),
