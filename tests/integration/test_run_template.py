@@ -73,6 +73,13 @@ def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_rep
         assert metadata["runtimeVersion"] == built[0]
         assert {component["name"] for component in metadata["components"]} == {"pubsub"}
         nlp = f"http://127.0.0.1:{NLP['daprHTTPPort']}"
+        # nlp loads three text models before it is ready: later than regression.
+        wait_until(
+            lambda: httpx.get(f"{nlp}/v1.0/invoke/nlp/method/v2/health/ready", headers=headers).status_code == 200,
+            "nlp ready through its sidecar",
+            timeout=120,
+            process=dapr,
+        )
         sentiment = httpx.post(
             f"{nlp}/v1.0/invoke/nlp/method/sentiment", json={"texts": ["I love it"]}, headers=headers
         )
@@ -93,6 +100,18 @@ def test_dapr_run_f_starts_the_template_and_stops_it_cleanly(tmp_path, model_rep
             headers={"Authorization": f"Bearer {api_key}"},
         )
         assert through_gateway.json() == response.json()
+        # The gateway is ready on its own; the pipelines app compiles its pipelines once the models answer.
+        wait_until(
+            lambda: (
+                httpx.get(
+                    f"{gateway}/v2/models/ensemble/ready", headers={"Authorization": f"Bearer {api_key}"}
+                ).status_code
+                == 200
+            ),
+            "the ensemble pipeline ready through the gateway",
+            timeout=120,
+            process=dapr,
+        )
         ensemble = httpx.post(
             f"{gateway}/v2/models/ensemble/infer",
             json={"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": ROW}]},
