@@ -247,10 +247,12 @@ async def measure(deployment: Deployment, args: argparse.Namespace) -> dict:
 
 def markdown(report: dict) -> str:
     r = report["results"]
+    longest = max(r["per_step"], key=lambda s: s["steps"])
     lines = [
         f"# Pipelines ({report['date']}, {report['machine']['cpu']}, {report['machine']['nproc']} cores)",
         "",
-        f"Command: `{report['command']}`. Servers on core 0, the client on core 1; medians of interleaved rounds.",
+        f"Command: `{report['command']}`. Servers on core 0, the client on core 1; medians of interleaved rounds;",
+        f"load average {report.get('load_average', '?')} when it started (other work on the machine).",
         "",
         "## The executor's own cost per step",
         "",
@@ -262,7 +264,9 @@ def markdown(report: dict) -> str:
         *(f"| {s['steps']} | {s['pipeline_p50_ms']} | {s['calls_p50_ms']} | {s['added_ms']} |" for s in r["per_step"]),
         "",
         f"Per step (the slope of added over steps): **{r['per_step_ms']} ms** (goal: at most 0.5 ms); the one hop into",
-        f"the pipelines app (the intercept): {r['fixed_ms']} ms.",
+        f"the pipelines app (the intercept): {r['fixed_ms']} ms. The longest chain bounds the cost from above, the hop",
+        f"included: {longest['added_ms']} ms over {longest['steps']} steps, **{longest['added_ms'] / longest['steps']:.3f}"
+        " ms per step** (a negative slope: the executor's own calls cost less than the client's).",
         "",
         "## A chain's throughput against its slowest step alone",
         "",
@@ -293,6 +297,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="durable runs")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args()
+    load_average = round(os.getloadavg()[0], 1)
     two_cores = (os.cpu_count() or 1) > 1
     if two_cores:
         os.sched_setaffinity(0, {SERVER_CORE})  # every process started from here inherits core 0
@@ -311,6 +316,7 @@ def main() -> None:
         finally:
             stack.close()
     report = {
+        "load_average": load_average,
         "date": date.today().isoformat(),
         "machine": machine(),
         "command": "python -m bench.pipelines " + " ".join(sys.argv[1:]),
