@@ -6,17 +6,28 @@ naming the step and tensor.
 """
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from tandem.protocol import InferenceError, ModelNotFound
+from tandem.protocol import InferenceError, ModelNotFound, decode_request
 
 from .graph import Graph, GraphError, compile_pipeline
 from .models import ModelCatalog, StepCallError
 from .spec import Pipeline, read_folder
 
 log = logging.getLogger(__name__)
+
+
+def check_schedules(graph: Graph) -> None:
+    """Each schedule's request must be one the pipeline takes: it is sent on every tick, with nobody to answer."""
+    for index, trigger in enumerate(graph.pipeline.spec.triggers.schedule):
+        try:
+            _, inputs = decode_request(json.dumps(trigger.request).encode())
+            graph.check_inputs(inputs)
+        except InferenceError as error:
+            raise GraphError(f"triggers.schedule[{index}].request: {error}") from None
 
 
 class PipelineRepository:
@@ -43,6 +54,7 @@ class PipelineRepository:
         pipeline = self.specs[name]
         try:
             graph = await compile_pipeline(pipeline, self.catalog.metadata)
+            check_schedules(graph)
         except GraphError as error:
             self._refuse(name, f"pipeline '{name}' refused: {error}", transient=False)
         except StepCallError as error:

@@ -68,7 +68,7 @@ def test_the_committed_schema_is_the_one_the_types_give():
 def test_the_reference_pipelines_parse():
     pipelines, refused = read_folder(ROOT / "pipelines")
     assert refused == {}
-    assert {"ensemble", "triage"} <= pipelines.keys()
+    assert {"ensemble", "triage", "canary"} <= pipelines.keys()
 
 
 @pytest.mark.parametrize(
@@ -364,3 +364,17 @@ def test_runs_are_kept_for_a_bounded_number_and_time():
 def test_expressions_allow_only_tensor_arithmetic(text):
     with pytest.raises(expressions.ExpressionError):
         expressions.parse(text)
+
+
+def test_a_schedule_whose_request_the_pipeline_cannot_take_is_refused():
+    from pipelines.repository import check_schedules
+
+    text = pipeline_yaml("[{name: a, model: diabetes, inputs: {input: $input.input}}]", "{p: a.variable}")
+    text += """  triggers:
+    schedule:
+      - schedule: "@every 1m"
+        request: {inputs: [{name: input, datatype: FP32, shape: [1, 3], data: [1, 2, 3]}]}
+"""
+    graph = build_graph(parse(text, "s.yaml"), MODELS)
+    with pytest.raises(GraphError, match=r"triggers.schedule\[0\].request: input 'input' must have shape \[-1, 10\]"):
+        check_schedules(graph)
