@@ -204,7 +204,7 @@ class DurableExecutor:
                 if step.depends <= steps.keys():
                     waiting.remove(name)
                     made = sorted(dep for dep in step.depends if steps[dep]["status"] in ("ok", "default"))
-                    task = ctx.call_activity(
+                    task: Any = ctx.call_activity(
                         "run_step",
                         input={"run": run["id"], "pipeline": graph.name, "step": name, "made": made},
                         retry_policy=_retry_policy(step),
@@ -224,10 +224,10 @@ class DurableExecutor:
         ctx.set_custom_status(json.dumps(steps))
         if failure:
             return {"status": "failed", "error": failure}
-        made = {name: step["status"] for name, step in steps.items() if step["status"] in ("ok", "default")}
+        produced = {name: step["status"] for name, step in steps.items() if step["status"] in ("ok", "default")}
         outputs = yield ctx.call_activity(
             "finish_run",
-            input={"run": run["id"], "pipeline": graph.name, "made": made, "results": run.get("results")},
+            input={"run": run["id"], "pipeline": graph.name, "made": produced, "results": run.get("results")},
             retry_policy=RetryPolicy(first_retry_interval=timedelta(seconds=1), max_number_of_attempts=5),
         )
         return {"status": "ok", "outputs": outputs}

@@ -133,7 +133,7 @@ async def run_step(step: CompiledStep, tensors: dict[str, np.ndarray], call: Mod
     except StepSkipped as why:
         record.finish("skipped", reason=str(why))
     except (StepCallError, InferenceError, ExpressionError) as error:
-        status = getattr(error, "status", None) or getattr(error, "status_code", 400)
+        status: int = error.status if isinstance(error, StepCallError) else getattr(error, "status_code", 400)
         on_error = step.spec.on_error
         if step.defaults is not None:
             record.finish("default", dict(step.defaults), reason=str(error))

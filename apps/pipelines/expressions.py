@@ -9,6 +9,7 @@ and the functions below. Nothing else parses: no attributes of Python objects, n
 import ast
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def _many(reduce: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     return function
 
 
-FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
+FUNCTIONS: dict[str, Callable[..., Any]] = {
     "any": lambda x: np.any(x),
     "all": lambda x: np.all(x),
     "len": lambda x: np.int64(np.shape(x)[0] if np.ndim(x) else 1),
@@ -115,7 +116,7 @@ def _check(node: ast.AST, text: str, references: set[str]) -> None:
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
             raise ExpressionError(f"'{text}': unknown function '{ast.unparse(node.func)}'; one of {sorted(FUNCTIONS)}")
-        children = node.args
+        children: list[ast.AST] = list(node.args)
     elif isinstance(node, _ALLOWED):
         children = list(ast.iter_child_nodes(node))
     else:
@@ -141,6 +142,7 @@ def _evaluate(node: ast.AST, tensors: Mapping[str, np.ndarray]):
     if isinstance(node, ast.Name):
         raise ExpressionError(f"'{node.id}' is not a tensor reference")
     if isinstance(node, ast.Call):
+        assert isinstance(node.func, ast.Name)  # parse() lets no other call through
         return FUNCTIONS[node.func.id](*(np.asarray(_evaluate(arg, tensors)) for arg in node.args))
     if isinstance(node, ast.Compare):
         result, left = None, _evaluate(node.left, tensors)
