@@ -6,6 +6,8 @@ Routes only translate HTTP to the data plane and back; errors leave as `{"error"
 
 import json
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import version as package_version
@@ -288,17 +290,30 @@ def _add_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(part) for part in first["loc"])
         return _error(422, f"invalid request at '{where}': {first['msg']}")
 
+    # 5xx bodies name what failed and a request id, never the error's own text (it can carry addresses, keys or
+    # what Redis said): that goes to the log under the same id.
     @app.exception_handler(SidecarError)
     async def sidecar_error(request: Request, error: SidecarError) -> JSONResponse:
-        return _error(502, str(error))
+        return _server_error(request, 502, f"{error.what}: the Dapr sidecar answered {error.status}", error)
 
     @app.exception_handler(httpx.TransportError)
     async def sidecar_unreachable(request: Request, error: httpx.TransportError) -> JSONResponse:
-        return _error(503, f"the Dapr sidecar could not be reached: {type(error).__name__}: {error}")
+        return _server_error(request, 503, f"the Dapr sidecar could not be reached ({type(error).__name__})", error)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(error).__name__}: {error}")
+        return _server_error(request, 500, "internal error", error)
+
+
+# What a caller may send as its own request id (the gateway passes one on); anything else gets a new one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _server_error(request: Request, status: int, message: str, error: Exception) -> JSONResponse:
+    sent = request.headers.get("x-request-id", "")
+    request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    log.error("%s %s: %s (request id %s)", request.method, request.url.path, message, request_id, exc_info=error)
+    return _error(status, f"{message} (request id {request_id})", {"x-request-id": request_id})
 
 
 _INFER_BODY = {
