@@ -119,6 +119,7 @@ class Sidecar:
     http_port: int
     process: Process
     internal_grpc_port: int = 0  # sidecar to sidecar (service invocation): mTLS when on, never a token
+    metrics_port: int = 0
 
     @property
     def url(self) -> str:
@@ -204,14 +205,14 @@ class Stack:
         sentry: Sentry | None = None,
     ) -> Sidecar:
         """daprd for `app_id`, every server of it on loopback (as in `make run`); with `sentry`, mTLS on."""
-        http_port, internal_grpc_port = http_port or free_port(), free_port()
+        http_port, internal_grpc_port, metrics_port = http_port or free_port(), free_port(), free_port()
         command = [
             str(DAPRD),
             "--app-id", app_id,
             "--dapr-http-port", str(http_port),
             "--dapr-grpc-port", str(free_port()),
             "--dapr-internal-grpc-port", str(internal_grpc_port),
-            "--metrics-port", str(free_port()),
+            "--metrics-port", str(metrics_port),
             "--dapr-listen-addresses", "127.0.0.1",
             "--dapr-internal-grpc-listen-address", "127.0.0.1",
             "--metrics-listen-address", "127.0.0.1",
@@ -237,7 +238,7 @@ class Stack:
             command,
             env=environment(APP_API_TOKEN=self.app_api_token, DAPR_API_TOKEN=self.dapr_api_token, **env),
         )
-        sidecar = Sidecar(app_id, http_port, process, internal_grpc_port)
+        sidecar = Sidecar(app_id, http_port, process, internal_grpc_port, metrics_port)
         wait_until(
             lambda: httpx.get(f"{sidecar.url}/v1.0/healthz").status_code == 204,
             f"daprd {app_id} healthy",

@@ -8,7 +8,6 @@ do not trust, and with one that Sentry's issuer signed (which the port accepts, 
 """
 
 import datetime
-import importlib.util
 import secrets
 import socket
 import ssl
@@ -24,13 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .stack import ROOT, Sidecar, Stack, free_port
+from .full_stack import configs
+from .stack import Sidecar, Stack, free_port
 
 pytestmark = pytest.mark.integration
-
-spec = importlib.util.spec_from_file_location("dapr_configs", ROOT / "dapr" / "configs.py")
-configs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(configs)
 
 ROW = [0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]
 INFER = {"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": ROW}]}
