@@ -31,7 +31,7 @@ def main(source: str, target: str) -> None:
     heap.legend(fontsize=7)
     traffic = report["traffic"]
     figure.suptitle(
-        f"soak: {traffic['rate_sent_per_s']} requests/s through the gateway ({report['load']:.0%} of "
+        f"soak: {traffic['rate_sent_per_s']} requests/s sent through the gateway (aimed at {report['load']:.0%} of "
         f"{report['capacity_requests_per_s']}) with the pipeline's simulator; errors {traffic['errors']}, "
         f"dead letters {report['dead_letters']}"
     )

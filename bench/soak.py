@@ -207,8 +207,10 @@ def markdown(report: dict) -> str:
         "",
         f"`python -m bench.soak`: the whole stack for {report['minutes']} min with the simulator feeding the "
         f"pipeline; diabetes through the gateway at {report['load']:.0%} of the capacity measured first "
-        f"({report['capacity_requests_per_s']} requests/s, 8 clients back to back): {traffic['sent']} requests, "
-        f"{traffic['rate_sent_per_s']} requests/s, p50 {traffic['latency_p50_ms']} ms, p99 {traffic['latency_p99_ms']} "
+        f"({report['capacity_requests_per_s']} requests/s, 8 clients back to back), that is "
+        f"{report['load'] * report['capacity_requests_per_s']:.1f} requests/s, at most {MAX_IN_FLIGHT} at a time: "
+        f"{traffic['sent']} requests sent, {traffic['rate_sent_per_s']} requests/s, "
+        f"p50 {traffic['latency_p50_ms']} ms, p99 {traffic['latency_p99_ms']} "
         f"ms; answers {traffic['answers']}, errors {traffic['errors']}; dead letters {report['dead_letters']}; "
         f"tracebacks in the simulator's log {report['simulator_tracebacks']}.",
         "",
