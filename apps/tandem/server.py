@@ -74,6 +74,7 @@ def make_base_app(
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)
+    app.openapi = lambda: _openapi(app)
     return app
 
 
@@ -94,9 +95,7 @@ def make_app(
         app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
         yield
 
-    app = make_base_app(name, settings, dapr, (_oip_router(name, settings), *routers), lifespan=load_models)
-    app.openapi = lambda: _openapi(app)
-    return app
+    return make_base_app(name, settings, dapr, (_oip_router(name, settings), *routers), lifespan=load_models)
 
 
 class BodyTooLarge(Exception):
@@ -324,13 +323,39 @@ _INFER_BODY = {
 }
 
 
+# What every route may answer besides its own: the kit's error handlers and middleware answer {"error": "..."}; a
+# sidecar in between (the only way in when APP_API_TOKEN is set) answers its own refusals in Dapr's error shape.
+_ERROR_RESPONSE = {
+    "description": "An error: 4xx for what was wrong with the request, 5xx when the service or a sidecar failed",
+    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_ERROR_SCHEMA = {
+    "anyOf": [
+        {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+        {
+            "type": "object",
+            "properties": {"errorCode": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["errorCode", "message"],
+        },
+    ]
+}
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    # The infer routes read their body themselves; register the request schema they document.
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        request_schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        # The infer routes read their body themselves; register the request schema they document.
+        request_schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(request_schema.pop("$defs", {}))
         components["InferenceRequest"] = request_schema
+        # Errors, 422 included, are {"error": ...}, not FastAPI's {"detail": [...]}.
+        components["Error"] = _ERROR_SCHEMA
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation["responses"].pop("422", None)
+                operation["responses"]["default"] = _ERROR_RESPONSE
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         app.openapi_schema = schema
     return app.openapi_schema

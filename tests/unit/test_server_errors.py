@@ -5,6 +5,7 @@ own x-request-id (kept) and one that is not a plain token (replaced).
 """
 
 import httpx
+import jsonschema
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
@@ -31,6 +32,11 @@ async def sidecar_error() -> None:
 @router.get("/sidecar-unreachable")
 async def sidecar_unreachable() -> None:
     raise httpx.ConnectError(f"connection to {SECRET} refused")
+
+
+@router.get("/typed")
+async def typed(count: int) -> dict:
+    return {"count": count}
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +69,17 @@ def test_the_callers_request_id_is_kept_unless_it_is_not_a_plain_token(client):
     for sent in ("two words", "a\\nforged log line", "x" * 65):
         returned = client.get("/boom", headers={"x-request-id": sent}).headers["x-request-id"]
         assert returned != sent and len(returned) == 32
+
+
+def test_the_openapi_documents_the_error_shape_that_every_route_answers(client):
+    """FastAPI documents 422 as {"detail": [...]}; the kit answers {"error": "..."}, with any 4xx or 5xx."""
+    schema = client.get("/openapi.json").json()
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            assert "422" not in operation["responses"]
+            error = operation["responses"]["default"]["content"]["application/json"]["schema"]
+            assert error == {"$ref": "#/components/schemas/Error"}
+    refused = client.get("/typed", params={"count": "many"})
+    assert refused.status_code == 422
+    jsonschema.validate(refused.json(), schema["components"]["schemas"]["Error"])
+    assert "count" in refused.json()["error"]
