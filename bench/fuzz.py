@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,7 @@ def fuzz_app(
         command += ["--workers", "2", "--no-shrink", "--report", "json", "--report-json-path", str(report)]
         for name, value in headers.items():
             command += ["-H", f"{name}: {value}"]
-        run = subprocess.run(command, capture_output=True, text=True)
+        run = subprocess.run(command, capture_output=True, text=True, cwd=work)  # its cache goes there too
         result = json.loads(report.read_text())
         generated += result["test_cases"]["generated"]
         for failure in result["failures"]:
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    # Stopped with SIGTERM, it still stops the stack it started (its processes are in sessions of their own).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     key = secrets.token_urlsafe(24)
     results = {}
     with tempfile.TemporaryDirectory() as folder:

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -243,6 +244,8 @@ def main() -> None:
     parser.add_argument("--warmup-minutes", type=float, default=5)
     parser.add_argument("--load", type=float, default=0.5, help="the share of the measured capacity to send")
     args = parser.parse_args()
+    # Stopped with SIGTERM, it still stops the stack it started (its processes are in sessions of their own).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as work:
         report = asyncio.run(run(args, Path(work)))
     RESULTS.mkdir(exist_ok=True)
