@@ -20,8 +20,12 @@ def test_a_scheduled_pipeline_fires_once_per_tick_with_two_replicas(
     folder = pipelines_folder(tmp_path_factory.mktemp("pipelines"), "tick")
     deployment = DurableDeployment(stack, model_repository, folder)
     before = deployment.model_calls()
-    for _ in range(2):  # both register the same job at start; the scheduler keeps one
-        deployment.start_replica()
+    # Both register the same job at start; the scheduler keeps one. The second starts once the job exists (two
+    # replicas starting at the same instant can both create it, which restarts a job's count of repeats).
+    deployment.start_replica()
+    job_url = f"{deployment.replicas[0].sidecar.url}/v1.0-alpha1/jobs/pipeline--tick--0"
+    wait_until(lambda: httpx.get(job_url, headers=deployment.headers).status_code == 200, "the job registered")
+    deployment.start_replica()
     wait_until(lambda: deployment.model_calls() - before >= TICKS, f"{TICKS} ticks run", timeout=120)
     # Long enough for the ticks a second replica would add, had both fired each tick.
     time.sleep(3 * EVERY)
