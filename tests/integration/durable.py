@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from .stack import Process, Sidecar, Stack, free_port, wait_until
+from .stack import Process, Sentry, Sidecar, Stack, free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,13 +22,23 @@ class Replica:
 
 
 class DurableDeployment:
-    def __init__(self, stack: Stack, model_repository: Path, folder: Path):
+    def __init__(self, stack: Stack, model_repository: Path, folder: Path, sentry: Sentry | None = None):
+        """With `sentry`, the pipelines' sidecars, placement and the scheduler talk over mTLS, as under make run."""
         self.stack = stack
+        self.sentry = sentry
         self.regression_id = stack.app_id("regression")
         self.pipelines_id = stack.app_id("pipelines")
-        self.placement = stack.start_placement()
-        self.scheduler = stack.start_scheduler()
-        _, self.regression_port = stack.start_service("regression", model_repository)
+        self.placement = stack.start_placement(sentry=sentry)
+        self.scheduler = stack.start_scheduler(sentry=sentry)
+        if sentry is None:
+            _, self.regression_port = stack.start_service("regression", model_repository)
+        else:  # the model service on mTLS too: sidecars with and without it cannot call each other
+            self.regression_port, http_port = free_port(), free_port()
+            command = [sys.executable, "-m", "regression"]
+            env = {"REGRESSION_MODEL_REPOSITORY": str(model_repository), "DAPR_HTTP_PORT": str(http_port)}
+            stack.start_app("regression", command, self.regression_port, **env)
+            resources = stack.components({})
+            stack.start_sidecar(self.regression_id, resources, self.regression_port, http_port, sentry=sentry)
         self.folder = folder
         # The committed scopes name "pipelines" (pub/sub, workflowstore): the stack adds its id for it.
         self.resources = stack.components({})
@@ -55,6 +65,7 @@ class DurableDeployment:
             grpc_port=grpc_port,
             placement=self.placement,
             scheduler=self.scheduler,
+            sentry=self.sentry,
         )
         replica = Replica(app, sidecar, app_port)
         self.replicas.append(replica)

@@ -206,8 +206,18 @@ class Stack:
         )
         return process
 
-    def start_placement(self, port: int | None = None) -> str:
-        """Dapr's placement service (actors, workflows) on `port` (else a free one); returns its address."""
+    @staticmethod
+    def _control_plane_tls(sentry: "Sentry | None") -> list[str]:
+        """Flags of placement and the scheduler for sidecars on mTLS: their certificates from `sentry`."""
+        if sentry is None:
+            return []
+        anchors = str(sentry.credentials / "ca.crt")
+        return ["--tls-enabled", "--sentry-address", sentry.address, "--trust-anchors-file", anchors,
+                "--trust-domain", "localhost"]  # fmt: skip
+
+    def start_placement(self, port: int | None = None, sentry: "Sentry | None" = None) -> str:
+        """Dapr's placement service (actors, workflows) on `port` (else a free one), over mTLS with `sentry`;
+        returns its address."""
         port = port or free_port()
         command = [
             str(DAPRD.parent / "placement"),
@@ -216,14 +226,15 @@ class Stack:
             "--healthz-port", str(free_port()),
             "--metrics-port", str(free_port()),
             "--initial-cluster", f"dapr-placement-0=127.0.0.1:{free_port()}",
+            *self._control_plane_tls(sentry),
         ]  # fmt: skip
         process = self._start("placement", command)
         wait_until(lambda: _listening(port), "placement listening", process=process)
         return f"127.0.0.1:{port}"
 
-    def start_scheduler(self, port: int | None = None) -> str:
+    def start_scheduler(self, port: int | None = None, sentry: "Sentry | None" = None) -> str:
         """Dapr's scheduler (jobs, workflow reminders) on `port` (else a free one), its embedded etcd in the stack's
-        folder; returns its address."""
+        folder, over mTLS with `sentry`; returns its address."""
         port = port or free_port()
         command = [
             str(DAPRD.parent / "scheduler"),
@@ -234,6 +245,7 @@ class Stack:
             "--etcd-data-dir", str(self.work / "scheduler"),
             "--etcd-client-port", str(free_port()),
             "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{free_port()}",
+            *self._control_plane_tls(sentry),
         ]  # fmt: skip
         process = self._start("scheduler", command)
         wait_until(lambda: _listening(port), "scheduler listening", timeout=60, process=process)

@@ -1,5 +1,6 @@
 """A scheduled pipeline (Dapr's Jobs API) with two replicas of the pipelines app, on real sidecars, placement,
-scheduler, Redis and models: a schedule of three ticks gives three runs, not six; each publishes its result."""
+scheduler, Redis and models: a schedule of three ticks gives three runs, not six. And a durable run with the
+sidecar, placement and the scheduler on mTLS (certificates from Sentry), as `make run` runs them."""
 
 import time
 from pathlib import Path
@@ -35,3 +36,17 @@ def test_a_scheduled_pipeline_fires_once_per_tick_with_two_replicas(
         f"{deployment.replicas[1].sidecar.url}/v1.0-alpha1/jobs/pipeline--tick--0", headers=deployment.headers
     )
     assert "job not found" in job.text
+
+
+def test_a_durable_run_with_mtls_to_placement_and_the_scheduler(
+    stack: Stack, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    folder = pipelines_folder(tmp_path_factory.mktemp("pipelines"), "ensemble")
+    deployment = DurableDeployment(stack, model_repository, folder, sentry=stack.start_sentry())
+    deployment.start_replica()
+    deployment.wait_ready("ensemble")
+    request = {"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": [0.0] * 10}]}
+    answer = deployment.call("POST", "v2/pipelines/ensemble/runs", json=request)
+    assert answer.status_code == 202, answer.text
+    run_id = answer.json()["id"]
+    wait_until(lambda: deployment.run("ensemble", run_id).get("status") == "ok", "the durable run done", timeout=60)
