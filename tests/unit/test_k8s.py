@@ -174,6 +174,18 @@ def test_the_generic_image_serves_the_volume_an_init_container_fills(
     assert list(check.dockerfile_errors(app, dockerfile, template, own_models)) == []
 
 
+def test_a_persistent_volume_claim_needs_no_init_container(own_models: list[dict], crds: dict, template: dict) -> None:
+    # The README's alternative to object storage.
+    changed = copy.deepcopy(own_models)
+    pod = find(changed, "Deployment", "my-models")["spec"]["template"]["spec"]
+    del pod["initContainers"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "models")
+    del volume["emptyDir"]
+    volume["persistentVolumeClaim"] = {"claimName": "my-models", "readOnly": True}
+    assert list(check.schema_errors([find(changed, "Deployment", "my-models")], crds)) == []
+    assert list(check.dockerfile_errors("my-models", ROOT / "apps/tandem/Dockerfile", template, changed)) == []
+
+
 def test_a_generic_server_without_its_volume_or_what_fills_it_is_caught(own_models: list[dict], template: dict) -> None:
     dockerfile = ROOT / "apps/tandem/Dockerfile"
     broken = copy.deepcopy(own_models)
