@@ -6,8 +6,9 @@ import numpy as np
 
 from tandem.card import ModelCard, TokenizerCard
 from tandem.runtime import Model, onnx_session
+from tandem.text import decode_texts
 
-from .text import TextTokeniser, decode_texts
+from .text import TextTokeniser
 
 
 class TextModel(Model):

@@ -17,6 +17,7 @@ import uvicorn
 from pydantic_settings import SettingsConfigDict
 
 from .card import CARD_FILE, schema_text
+from .people import people_router
 from .protocol import DATATYPES
 from .repository import Model, failure_reason, load_version
 from .runtime import sample
@@ -42,7 +43,7 @@ def serve(args: argparse.Namespace) -> None:
     dapr = DaprSettings()
     # Under `dapr run` the app id is the server's name: the gateway learns which app serves which model by it.
     name = args.name or os.environ.get("APP_ID") or "tandem"
-    app = make_app(name, settings, dapr, every_model=True)
+    app = make_app(name, settings, dapr, routers=(people_router(settings),), every_model=True)
     port = args.port or dapr.app_port or settings.port
     uvicorn.run(app, host=args.host or settings.host, port=port, log_level=settings.log_level, access_log=False)
 

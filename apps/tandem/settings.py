@@ -63,6 +63,8 @@ class ServiceSettings(AppSettings):
     model_repository: Path = Path("models")
     # Only these of the service's models, comma separated; empty: all of them.
     models: ModelNames = []
+    # Most rows (or texts) in one request to the routes for people.
+    max_rows: int = 1000
     # onnxruntime threads per session; one keeps a model from fighting its neighbours for cores.
     intra_op_threads: int = 1
     # Per model, as JSON: {"nsfw": {"max_batch_size": 16, "max_wait_ms": 5}}. Off for models not named.

@@ -263,8 +263,7 @@ class Stack:
         command = [sys.executable, "-m", "gateway"]
         env = {"GATEWAY_SERVICES": ",".join(self.services.values()), **env}
         process = self.start_app("gateway", command, app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
-        # As in dapr.yaml: its sidecar watches liveness, since readiness follows the model services and
-        # model-change announcements must flow while one is down.
+        # As in dapr.yaml: its sidecar watches liveness (the gateway's readiness includes its sidecar being up).
         resources = self.components({})
         sidecar = self.start_sidecar(
             self.app_id("gateway"), resources, app_port, sidecar_port, health_path="/v2/health/live"

@@ -83,7 +83,8 @@ def own(stack: Stack, tmp_path_factory: pytest.TempPathFactory, model_repository
     stack.start_sidecar(app_id, stack.components({}), app_port, sidecar_port)
     stack.start_service("regression", model_repository)
     # The gateway is told of regression only: my-models registers itself.
-    _, _, gateway_port = stack.start_gateway({"own": KEY}, GATEWAY_REFRESH_SECONDS="600")
+    # No rate limit: the kill test counts every answer under load.
+    _, _, gateway_port = stack.start_gateway({"own": KEY}, GATEWAY_REFRESH_SECONDS="600", GATEWAY_RATE_LIMIT="0")
     own = Own(work, app_id, app_port, sidecar_port, gateway_port)
 
     def listed() -> dict[str, dict]:
@@ -101,12 +102,15 @@ def headers_for(own: Own, route: str, stack: Stack) -> tuple[str, dict[str, str]
     return url, {**extra, **({"dapr-api-token": token} if token else {})}
 
 
+ROWS = [0, 60, 120]  # one flower of each kind
+
+
 def iris_rows() -> np.ndarray:
-    return load_iris().data[[0, 60, 120]].astype(np.float32)
+    return load_iris().data[ROWS].astype(np.float32)
 
 
 def expected_iris(own: Own) -> np.ndarray:
-    return joblib.load(own.work / "iris.joblib").predict_proba(iris_rows())
+    return joblib.load(own.work / "iris.joblib").predict_proba(load_iris(as_frame=True).data.iloc[ROWS])
 
 
 def expected_embeddings() -> np.ndarray:

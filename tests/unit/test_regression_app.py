@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from regression.main import RegressionSettings, router
+from regression.main import EXAMPLE, RegressionSettings
+from tandem.people import people_router
 from tandem.server import make_app
 
 ROW = [0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]
@@ -27,7 +28,7 @@ def request(data=None, shape=(1, 10), datatype="FP32", **extra):
 @pytest.fixture(scope="module")
 def client(model_repository):
     settings = RegressionSettings(model_repository=model_repository, max_body_bytes=64 * 1024, gateway_app="")
-    app = make_app("regression", settings, routers=(router,))
+    app = make_app("regression", settings, routers=(people_router(settings, EXAMPLE),))
     with TestClient(app) as client:
         yield client
 
