@@ -313,12 +313,9 @@ def acl_allows(callee: dict, caller: str, caller_config: dict, namespace: str, v
         return True
     trust = caller_config["spec"].get("accessControl", {}).get("trustDomain", "public")
     action = acl.get("defaultAction") or ("deny" if acl.get("policies") else "allow")
+    identity = (caller, namespace, trust)
     for policy in acl.get("policies", []):
-        if (policy["appId"], policy.get("namespace"), policy.get("trustDomain", "public")) != (
-            caller,
-            namespace,
-            trust,
-        ):
+        if (policy["appId"], policy.get("namespace"), policy.get("trustDomain", "public")) != identity:
             continue
         action = policy.get("defaultAction") or action
         for operation in policy.get("operations", []):
