@@ -41,8 +41,8 @@ bench: setup
 	$(BIN)/python -m bench.gateway
 
 lint: deps
-	$(BIN)/ruff check apps models tests bench k8s
-	$(BIN)/ruff format --check apps models tests bench k8s
+	$(BIN)/ruff check apps models tests bench k8s dapr
+	$(BIN)/ruff format --check apps models tests bench k8s dapr
 	$(BIN)/mypy
 
 # kustomize from the Go module proxy (no kubectl needed), then k8s/check.py: every overlay renders, every object
