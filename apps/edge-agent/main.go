@@ -1,7 +1,8 @@
 // Command edge-agent is the device boundary of an edge deployment: an MQTT client of the device's sensors that
 // keeps every reading in a SQLite outbox before acknowledging it to the broker, and forwards the outbox through
 // its own Dapr sidecar to the readings topic, so a reading outlives a sidecar, broker, network or agent that is
-// down. GET /healthz and GET /metrics (Prometheus) on EDGE_AGENT_LISTEN; settings in settings.go.
+// down. GET /healthz (= /v2/health/ready), /v2/health/live and /metrics (Prometheus) on EDGE_AGENT_LISTEN;
+// settings in settings.go.
 package main
 
 import (
@@ -108,8 +109,11 @@ func clientOptions(settings Settings, intake *Intake, metrics *Metrics) *mqtt.Cl
 
 func routes(client mqtt.Client, outbox *Outbox, registry *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
-	// 200 while the broker is connected and the outbox readable; 503 naming what is not.
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	// The process alone, as every Tandem service's /v2/health/live.
+	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	// 200 while the broker is connected and the outbox readable; 503 naming what is not. Also under the name every
+	// Tandem service's readiness has.
+	ready := func(w http.ResponseWriter, _ *http.Request) {
 		problem := ""
 		if err := outbox.Ping(); err != nil {
 			problem = "outbox unreadable: " + err.Error()
@@ -123,7 +127,9 @@ func routes(client mqtt.Client, outbox *Outbox, registry *prometheus.Registry) *
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		json.NewEncoder(w).Encode(map[string]string{"error": problem})
-	})
+	}
+	mux.HandleFunc("GET /healthz", ready)
+	mux.HandleFunc("GET /v2/health/ready", ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	return mux
 }
