@@ -44,6 +44,7 @@ bench: setup
 lint: deps
 	$(BIN)/ruff check apps models tests bench k8s dapr
 	$(BIN)/ruff format --check apps models tests bench k8s dapr
+	$(BIN)/mypy
 
 # kustomize from the Go module proxy (no kubectl needed), then k8s/check.py: every overlay renders, every object
 # is one a cluster accepts (Kubernetes schemas, Dapr CRDs), the manifests agree with dapr.yaml, Dockerfiles lint.

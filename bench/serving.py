@@ -271,9 +271,8 @@ def tandem_repository(work: Path) -> Path:
     folder = root / "nsfw" / "1"
     folder.mkdir(parents=True, exist_ok=True)
     card = yaml.safe_load((ROOT / "models" / "nsfw" / "1" / "model.yaml").read_text())
-    card = {key: value for key, value in card.items() if key not in ("runtime", "tensor_interface")} | card[
-        "tensor_interface"
-    ]
+    interface = card["parameters"].pop("tensor_interface")
+    card = {key: value for key, value in card.items() if key != "runtime"} | interface
     (folder / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     if not (folder / "model.onnx").exists():
         (folder / "model.onnx").symlink_to(ROOT / "models" / "nsfw" / "1" / "model.onnx")

@@ -1,9 +1,10 @@
 """Builds the model repository: models/<name>/<version>/{model.yaml, artefacts}.
 
-    python models/build.py [--out models] [--seed 0] [--force] [name ...]
+    python models/build.py [--out models] [--seed 0] [--force] [--service S] [name ...]
 
 Deterministic: the same recipe, seed and package versions give the same bytes. A model whose
-recipe and package versions have not changed since it was built is left as it is.
+recipe and package versions have not changed since it was built is left as it is. Each card names
+the service that serves the model (the recipe's SERVICE): that is the only place it is said.
 """
 
 import argparse
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import yaml
 from tqdm import tqdm
+
+from tandem.card import ModelCard
 
 HERE = Path(__file__).resolve().parent
 # Every module in recipes/ builds one model: NAME, VERSION, SERVICE and build(seed, folder) -> card fields.
@@ -83,6 +86,8 @@ def build_one(recipe_name: str, out: Path, seed: int, force: bool) -> str:
             "git_commit": git_commit(),
         },
     }
+    # A recipe that writes a card the servers would refuse fails here, at build time.
+    ModelCard.parse(card, folder / "model.yaml")
     (folder / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     return "built"
 
@@ -93,11 +98,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    parser.add_argument("--service", help="only the models of this service (vision, nlp, regression)")
     args = parser.parse_args()
     unknown = set(args.names) - set(RECIPES)
     if unknown:
         parser.error(f"no recipe for {sorted(unknown)}; recipes: {RECIPES}")
-    with tqdm(args.names or RECIPES, desc="models", unit="model") as bar:
+    names = args.names or RECIPES
+    if args.service:
+        names = [name for name in names if importlib.import_module(f"recipes.{name}").SERVICE == args.service]
+        if not names:
+            parser.error(f"no recipe of service {args.service!r}")
+    with tqdm(names, desc="models", unit="model") as bar:
         for name in bar:
             bar.set_postfix_str(name)
             outcome = build_one(name, args.out, args.seed, args.force)

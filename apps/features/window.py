@@ -55,4 +55,5 @@ class Window:
             return None
         window = self.readings[position + 1 - WINDOW : position + 1]
         vector = window_features(dict(zip(CHANNELS, values, strict=True)) for _, _, values in window)
+        assert vector is not None, "a full window always has features"
         return vector, [id_ for _, id_, _ in window]

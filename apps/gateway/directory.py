@@ -29,6 +29,14 @@ class ModelDirectory:
         self.refreshed_at = -math.inf
         self.reading: asyncio.Future[None] | None = None  # the read of every index under way, if any
 
+    def add(self, service: str) -> bool:
+        """Routes to `service` from now on (a model server that registered itself); False if it was known."""
+        if service in self.models:
+            return False
+        self.models[service] = []
+        self.errors[service] = "index not read yet"
+        return True
+
     async def refresh(self, service: str | None = None) -> None:
         """Reads the repository index of `service` (or of every service) again."""
         if service in self.models:

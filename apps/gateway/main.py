@@ -29,7 +29,8 @@ class GatewaySettings(AppSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     port: int = 8000
-    # The app ids of the model services the gateway routes to.
+    # The app ids of the model services the gateway routes to; others are added when they register
+    # (POST /services/register through their sidecar, as every Tandem model server does at start-up).
     services: Names = ["vision", "nlp", "regression"]
     # As large as the largest model service's limit (vision's 16 MiB images).
     max_body_bytes: int = 16 * 1024 * 1024
@@ -59,10 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     sidecar = app.state.sidecar
     app.state.keys = ApiKeys(sidecar, settings.secret_store, settings.api_keys_secret)
     app.state.directory = ModelDirectory(sidecar, settings.services, settings.readiness_timeout_seconds)
-    app.state.breakers = {
-        service: CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds)
-        for service in settings.services
-    }
+    app.state.breakers = {service: new_breaker() for service in settings.services}
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.state.forwarder = Forwarder(dapr.sidecar_url, dapr.dapr_api_token, settings.timeout_seconds)
     refresher = asyncio.create_task(keep_fresh(app))
@@ -71,6 +69,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     with suppress(asyncio.CancelledError):
         await refresher
     await app.state.forwarder.aclose()
+
+
+def new_breaker() -> CircuitBreaker:
+    return CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds)
 
 
 async def keep_fresh(app: FastAPI) -> None:
@@ -121,6 +123,11 @@ async def authenticate(request: Request) -> str:
     return client
 
 
+def services(request: Request) -> list[str]:
+    """The app ids the gateway routes to: those configured and those that registered."""
+    return list(request.app.state.directory.models)
+
+
 async def service_readiness(request: Request) -> dict[str, str]:
     """Each service's readiness: "" when ready, else why not."""
 
@@ -133,22 +140,30 @@ async def service_readiness(request: Request) -> dict[str, str]:
             return f"not reachable through the sidecar ({type(error).__name__})"
         return "" if response.status_code == 200 else f"answered {response.status_code}: {response.text[:200]}"
 
-    answers = await asyncio.gather(*(check(service) for service in settings.services))
-    return dict(zip(settings.services, answers, strict=True))
+    names = services(request)
+    answers = await asyncio.gather(*(check(service) for service in names))
+    return dict(zip(names, answers, strict=True))
 
 
 async def ready(request: Request) -> tuple[bool, str]:
-    """Ready when API keys are loaded and every service the gateway routes to is ready and its model index read
-    (else the first requests of a client that waited for readiness could find no owner for their model)."""
-    directory: ModelDirectory = request.app.state.directory
-    readiness = await service_readiness(request)
-    problems = [
-        f"{service}: {why or directory.errors[service]}"
-        for service, why in readiness.items()
-        if why or directory.errors[service]
-    ]
+    """Ready when the gateway itself can work: API keys loaded, its sidecar up, and each service's model index read
+    once, or tried (so the first requests find the owner of their model). A model service that is down makes only its
+    own models answer 503: it must not take the gateway, and the models of every other service, out of the load
+    balancer."""
+    problems = []
     if request.app.state.keys.error:
         problems.append(request.app.state.keys.error)
+    try:
+        outbound = await request.app.state.sidecar.http.get(
+            "/v1.0/healthz/outbound", timeout=settings.readiness_timeout_seconds
+        )
+        if outbound.status_code != 204:
+            problems.append(f"its sidecar answered {outbound.status_code} to /v1.0/healthz/outbound")
+    except httpx.TransportError as error:
+        problems.append(f"its sidecar is not reachable ({type(error).__name__})")
+    unread = [service for service, error in request.app.state.directory.errors.items() if error == "index not read yet"]
+    if unread:
+        problems.append(f"model indexes not read yet: {', '.join(unread)}")
     return not problems, "not ready: " + "; ".join(problems)
 
 
@@ -182,33 +197,48 @@ async def model_route(request: Request, model: str, rest: str = "") -> Response:
     service = await request.app.state.directory.owner(model)
     if service is None:
         raise HTTPException(404, f"model {model!r} is not served by any service (GET /v2/models lists them)")
-    return await request.app.state.forwarder.forward(service, request, request.app.state.breakers[service])
+    breaker = request.app.state.breakers.setdefault(service, new_breaker())
+    return await request.app.state.forwarder.forward(service, request, breaker)
 
 
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
-    """Each service: ready or why not, its circuit breaker, its models; and the gateway's own state."""
-    breakers = {service: breaker.state for service, breaker in request.app.state.breakers.items()}
+    """The gateway's own readiness, then each service: ready or why not, its circuit breaker, its models."""
+    breakers = request.app.state.breakers
     readiness = await service_readiness(request)
     directory: ModelDirectory = request.app.state.directory
-    services = {
-        service: {
-            "ready": not readiness[service],
-            "problem": readiness[service] or directory.errors[service],
-            "breaker": breakers[service],
-            "models": directory.models[service],
-        }
-        for service in settings.services
-    }
+    gateway_ready, why = await ready(request)
     return {
-        "ready": all(entry["ready"] for entry in services.values()) and not request.app.state.keys.error,
+        "ready": gateway_ready,
+        "problem": "" if gateway_ready else why,
         "api_keys": request.app.state.keys.error or f"{len(request.app.state.keys.clients)} loaded",
-        "services": services,
+        "services": {
+            service: {
+                "ready": not readiness[service],
+                "problem": readiness[service] or directory.errors[service],
+                "breaker": breakers[service].state if service in breakers else "closed",
+                "models": directory.models[service],
+            }
+            for service in readiness
+        },
     }
 
 
 # Called by the gateway's own sidecar (guarded by the app token, not by API keys).
 events = APIRouter(include_in_schema=False)
+
+
+@events.post("/services/register")
+async def register(request: Request) -> dict[str, Any]:
+    """A model server registers itself through its sidecar: the calling app id is the one Dapr vouches for
+    (`dapr-caller-app-id`), and its models are read at once."""
+    service = request.headers.get("dapr-caller-app-id")
+    if not service:
+        raise HTTPException(400, "register through your Dapr sidecar: the caller's app id comes from it")
+    if request.app.state.directory.add(service):
+        log.info("model server %s registered", service)
+    await request.app.state.directory.refresh(service)
+    return {"service": service, "models": len(request.app.state.directory.models[service])}
 
 
 @events.get("/dapr/subscribe")
@@ -220,8 +250,8 @@ async def subscriptions() -> list[dict[str, str]]:
 async def model_changed(request: Request, event: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     """A service loaded or unloaded a model: read its index again. Nothing to retry if that fails: the periodic
     refresh catches up."""
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
-    await request.app.state.directory.refresh(data.get("service"))
+    data = event.get("data")
+    await request.app.state.directory.refresh(data.get("service") if isinstance(data, dict) else None)
     return {"status": "SUCCESS"}
 
 
@@ -232,5 +262,5 @@ app = make_base_app(
     routers=(router, events),
     lifespan=lifespan,
     ready=ready,
-    app_token_only_under=("/dapr/", "/events/"),
+    app_token_only_under=("/dapr/", "/events/", "/services/"),
 )

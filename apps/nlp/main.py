@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from tandem.server import make_app
-from tandem.settings import ModelNames, ServiceSettings
+from tandem.settings import ServiceSettings
 
 from .search import Collections
 
@@ -20,7 +20,6 @@ class NlpSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="NLP_", extra="ignore")
 
     port: int = 8002
-    models: ModelNames = ["minilm", "sentiment"]
     state_store: str = "statestore"
     max_texts: int = 64
     max_labels: int = 32
@@ -75,7 +74,7 @@ LABEL_TEMPLATE = "This text is about {label}."
 
 async def embed(request: Request, texts: list[str]) -> np.ndarray:
     array = np.array(texts, dtype=object)
-    results = await request.app.state.dataplane.predict("minilm", {"text": array}, ["embedding"])
+    _, results = await request.app.state.dataplane.predict("minilm", {"text": array}, ["embedding"])
     return results["embedding"]
 
 
@@ -88,9 +87,10 @@ async def embed_texts(request: Request, body: TextsRequest) -> dict:
 @router.post("/sentiment")
 async def sentiment(request: Request, body: TextsRequest) -> dict:
     """negative or positive, with probabilities, per text."""
-    model = request.app.state.dataplane.repository.get("sentiment")
-    results = await model.predict({"text": np.array(body.texts, dtype=object)}, None)
-    labels = model.card["labels"]
+    model, results = await request.app.state.dataplane.predict(
+        "sentiment", {"text": np.array(body.texts, dtype=object)}
+    )
+    labels = model.card.labels
     return {
         "results": [
             {"text": text, "label": label, "probabilities": dict(zip(labels, map(float, row), strict=True))}

@@ -1,27 +1,26 @@
 """Runtimes of the text models: UTF-8 text in, tokenised here, one ONNX graph from tokens to the answer."""
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from tandem.card import ModelCard, TokenizerCard
 from tandem.runtime import Model, onnx_session
+from tandem.text import decode_texts
 
-from .text import MAX_CHARACTERS, MAX_TOKENS, TextTokeniser, decode_texts
+from .text import TextTokeniser
 
 
 class TextModel(Model):
     """A model.onnx taking input_ids/attention_mask, served behind one BYTES input `text`."""
 
-    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
         super().__init__(folder, card, intra_op_threads)
-        settings = card.get("tokenizer", {})
+        settings = card.tokenizer or TokenizerCard()
         self.tokeniser = TextTokeniser(
-            folder / settings.get("file", "tokenizer.json"),
-            max_tokens=settings.get("max_tokens", MAX_TOKENS),
-            max_characters=settings.get("max_characters", MAX_CHARACTERS),
+            folder / settings.file, max_tokens=settings.max_tokens, max_characters=settings.max_characters
         )
-        self.session = onnx_session(folder / card.get("artefact", "model.onnx"), intra_op_threads)
+        self.session = onnx_session(folder / card.artefact, intra_op_threads)
         # The first run allocates and plans; pay for it at load, not on a user's request.
         self.forward(["warm up"])
 
@@ -44,9 +43,9 @@ class TextEmbedder(TextModel):
 class SentimentClassifier(TextModel):
     """Class probabilities per text (in the card's label order) and the most probable label."""
 
-    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
         super().__init__(folder, card, intra_op_threads)
-        self.labels = list(card["labels"])
+        self.labels = list(card.labels or [])
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         probabilities = self.forward(self.texts(inputs))["probabilities"]

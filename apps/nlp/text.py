@@ -5,29 +5,12 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from tandem.protocol import InferenceError
+from tandem.text import check_texts
 
 MAX_TOKENS = 128  # what the text models were trained on; longer text is truncated
 # Bounds the work one text can cause. Text past MAX_TOKENS (roughly 500 characters of English) is
 # still truncated; beyond this it is refused, since most of it would be ignored.
 MAX_CHARACTERS = 2000
-
-
-def decode_texts(array: np.ndarray, name: str = "text") -> list[str]:
-    """A BYTES tensor's elements as str: bytes must be UTF-8, str is taken as it is."""
-    texts = []
-    for index, item in enumerate(array.ravel()):
-        if isinstance(item, bytes):
-            try:
-                item = item.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise InferenceError(
-                    f"{name}[{index}] is not valid UTF-8: {error.reason} at byte {error.start}"
-                ) from None
-        if not isinstance(item, str):
-            raise InferenceError(f"{name}[{index}] must be a string, got {type(item).__name__}")
-        texts.append(item)
-    return texts
 
 
 class TextTokeniser:
@@ -44,18 +27,9 @@ class TextTokeniser:
         pad_token = "[PAD]"
         self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad_token), pad_token=pad_token, length=None)
 
-    def check(self, texts: list[str], name: str = "text") -> None:
-        if not texts:
-            raise InferenceError(f"'{name}' holds no text; send at least one")
-        for index, text in enumerate(texts):
-            if not text.strip():
-                raise InferenceError(f"{name}[{index}] is empty or only whitespace")
-            if len(text) > self.max_characters:
-                raise InferenceError(f"{name}[{index}] has {len(text)} characters; the limit is {self.max_characters}")
-
     def encode(self, texts: list[str], name: str = "text") -> dict[str, np.ndarray]:
         """input_ids and attention_mask, int64 [len(texts), longest text in tokens]."""
-        self.check(texts, name)
+        check_texts(texts, self.max_characters, name)
         encodings = self.tokenizer.encode_batch(texts)
         return {
             "input_ids": np.array([encoding.ids for encoding in encodings], dtype=np.int64),

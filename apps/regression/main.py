@@ -1,34 +1,22 @@
 """The regression service: tabular models over the Open Inference Protocol v2, and rows of named
 features in plain JSON for people."""
 
-from typing import Annotated, Any
-
-import numpy as np
-from fastapi import APIRouter, Body, Request
-from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
-from tandem.protocol import InferenceError
+from tandem.people import people_router
 from tandem.server import make_app
-from tandem.settings import ModelNames, ServiceSettings
+from tandem.settings import ServiceSettings
 
 
 class RegressionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REGRESSION_", extra="ignore")
 
     port: int = 8003
-    models: ModelNames = ["diabetes", "maintenance-rul", "maintenance-failure", "clusters", "reduction"]
-    max_rows: int = 1000
 
 
 settings = RegressionSettings()
 
 
-class Rows(BaseModel):
-    rows: Annotated[list[dict[str, float]], Field(min_length=1, max_length=settings.max_rows)]
-
-
-router = APIRouter(tags=["Tabular models for people"])
 EXAMPLE = {
     "rows": [
         {
@@ -47,31 +35,4 @@ EXAMPLE = {
 }
 
 
-@router.post("/predict/{model}")
-async def predict(request: Request, model: str, body: Annotated[Rows, Body(examples=[EXAMPLE])]) -> dict[str, Any]:
-    """Predictions for rows of named features (the model card lists them: GET /v2/models/{model})."""
-    served = request.app.state.dataplane.repository.get(model)
-    spec = served.card["inputs"][0]
-    features: list[str] = spec["features"]
-    for index, row in enumerate(body.rows):
-        missing, unknown = set(features) - row.keys(), row.keys() - set(features)
-        if missing or unknown:
-            raise InferenceError(f"rows[{index}]: missing features {sorted(missing)}, unknown {sorted(unknown)}")
-    table = np.array([[row[name] for name in features] for row in body.rows], dtype=np.float32)
-    results = await served.predict({spec["name"]: table}, None)
-    return {
-        "model": served.name,
-        "version": served.version,
-        "predictions": [
-            {name: _plain(array[index]) for name, array in results.items()} for index in range(len(body.rows))
-        ],
-    }
-
-
-def _plain(value: np.ndarray) -> Any:
-    """One row of an output as JSON: a scalar when the row holds one value."""
-    value = np.asarray(value)
-    return value.item() if value.size == 1 else value.tolist()
-
-
-app = make_app("regression", settings, routers=(router,))
+app = make_app("regression", settings, routers=(people_router(settings, EXAMPLE),))

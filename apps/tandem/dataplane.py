@@ -1,15 +1,24 @@
-"""The one place requests meet models: look-up, readiness, decode -> predict -> encode, load/unload."""
+"""The one place requests meet models: look-up, readiness, decode -> predict -> encode, load/unload.
+
+Every inference goes through here (OIP infer and the routes for people alike), so `tandem_inference_*` counts all
+of it, refused requests and unknown models included.
+"""
 
 import time
 from typing import Any
 
 import numpy as np
 
+from .card import ModelCard
 from .metrics import INFERENCE_SECONDS, INFERENCES
 from .protocol import InferenceError, InferenceResponse, binary_outputs, decode_request, encode_response
-from .repository import ModelRepository
+from .repository import Model, ModelRepository
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+def _outcome(error: InferenceError) -> str:
+    return {404: "not_found", 503: "unavailable"}.get(error.status_code, "bad_request")
 
 
 class DataPlane:
@@ -28,18 +37,31 @@ class DataPlane:
         self.repository.get(name, version)
         return True
 
+    def card(self, name: str, version: str | None = None) -> ModelCard:
+        """The card of a model a route for people is about to run (an unknown model is counted as its inference)."""
+        return self._model(name, version).card
+
+    def _model(self, name: str, version: str | None) -> Model:
+        try:
+            return self.repository.get(name, version)
+        except InferenceError as error:
+            # Names no model has are counted together: a client must not be able to mint metric series.
+            known = name in self.repository.models or name in self.repository.failures
+            INFERENCES.labels(name if known else "", (version or "") if known else "", _outcome(error)).inc()
+            raise
+
     async def infer(
         self, name: str, version: str | None, body: bytes, header_length: str | None = None
     ) -> tuple[bytes, dict[str, str]]:
         """Runs one OIP request; returns the response body and its headers (JSON or binary)."""
-        model = self.repository.get(name, version)
+        model = self._model(name, version)
         started = time.perf_counter()
         try:
             request, inputs = decode_request(body, header_length)
             wanted = [output.name for output in request.outputs] if request.outputs else None
             results = await model.predict(inputs, wanted)
-        except InferenceError:
-            INFERENCES.labels(model.name, model.version, "bad_request").inc()
+        except InferenceError as error:
+            INFERENCES.labels(model.name, model.version, _outcome(error)).inc()
             raise
         response = InferenceResponse(model_name=model.name, model_version=model.version, id=request.id, outputs=[])
         encoded = encode_response(response, results, binary_outputs(request, list(results)))
@@ -49,9 +71,18 @@ class DataPlane:
 
     async def predict(
         self, name: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None, version: str | None = None
-    ) -> dict[str, np.ndarray]:
-        """A model's outputs for arrays already decoded: what the routes for people call."""
-        return await self.repository.get(name, version).predict(inputs, outputs)
+    ) -> tuple[Model, dict[str, np.ndarray]]:
+        """The model version that ran and its outputs, for arrays already decoded: what the routes for people call."""
+        model = self._model(name, version)
+        started = time.perf_counter()
+        try:
+            results = await model.predict(inputs, outputs)
+        except InferenceError as error:
+            INFERENCES.labels(model.name, model.version, _outcome(error)).inc()
+            raise
+        INFERENCES.labels(model.name, model.version, "ok").inc()
+        INFERENCE_SECONDS.labels(model.name, model.version).observe(time.perf_counter() - started)
+        return model, results
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         return [entry for entry in self.repository.index() if not ready_only or entry["state"] == "READY"]

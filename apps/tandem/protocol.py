@@ -47,6 +47,12 @@ class ModelNotFound(InferenceError):
     status_code = 404
 
 
+class ModelUnavailable(InferenceError):
+    """The model is known but cannot serve now (it failed to load): 503 with the reason."""
+
+    status_code = 503
+
+
 class _Message(BaseModel):
     # Fields we do not know are ignored: clients add their own (KServe's sends model_name).
     model_config = ConfigDict(extra="ignore")

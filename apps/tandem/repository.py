@@ -1,10 +1,13 @@
-"""The model repository: models/<name>/<version>/ holding model.yaml and its artefacts.
+"""The model repository: <repository>/<name>/<version>/ holding model.yaml and its artefacts.
 
-Versions live side by side; the default is the highest. Models load and unload while the service
-runs: a request holds the version it started with, so a reload never fails a request in flight.
+Versions live side by side; the default is the highest one loaded. Models load and unload while the service
+runs: a request holds the version it started with, so a reload never fails a request in flight. A version that
+fails to load (a bad card, a missing file, a runtime error) is UNAVAILABLE with its reason; it never stops the
+others, and the index lists it with the reason.
 """
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +17,13 @@ import numpy as np
 import yaml
 
 from .batching import AdaptiveBatcher
-from .protocol import InferenceError, ModelNotFound
+from .card import CARD_FILE, CardError, ModelCard
+from .protocol import InferenceError, ModelNotFound, ModelUnavailable
 from .runtime import Model as Runtime
 from .runtime import TensorSpec, runtime_class
 from .settings import BatchingSettings
 
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -28,10 +33,9 @@ class Model:
 
     name: str
     version: str
-    card: dict[str, Any]
+    card: ModelCard
     runtime: Runtime
     batcher: AdaptiveBatcher | None = None
-    platform: str = "onnxruntime_onnx"
 
     async def predict(self, inputs: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
         names = self.runtime.check(inputs, outputs)
@@ -46,7 +50,7 @@ class Model:
         return {
             "name": self.name,
             "versions": versions,
-            "platform": self.platform,
+            "platform": self.card.platform,
             "inputs": [_spec_json(spec) for spec in self.runtime.inputs.values()],
             "outputs": [_spec_json(spec) for spec in self.runtime.outputs.values()],
         }
@@ -71,72 +75,135 @@ def _version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
 
 
+def load_version(folder: Path, intra_op_threads: int = 1, batching: BatchingSettings | None = None) -> Model:
+    """Reads the card in `folder` and loads its runtime; raises CardError or the runtime's own error."""
+    card = ModelCard.read(folder)
+    runtime = runtime_class(card)(folder, card, intra_op_threads)
+    max_batch_size, max_wait_ms = (
+        (batching.max_batch_size, batching.max_wait_ms)
+        if batching is not None
+        else (card.batching.max_batch_size, card.batching.max_wait_ms)
+        if card.batching is not None
+        else (1, 0.0)
+    )
+    batcher = None
+    if max_batch_size > 1:
+        batcher = AdaptiveBatcher(runtime, (card.name, card.version), max_batch_size, max_wait_ms / 1000)
+    return Model(card.name, card.version, card, runtime, batcher)
+
+
+def failure_reason(folder: Path, error: Exception) -> str:
+    """Why a version failed to load, naming its folder unless the message already names the card."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, CardError):
+        return message
+    return f"{folder}: {type(error).__name__}: {message}"
+
+
 class ModelRepository:
-    """The models of one service: those whose model.yaml names the service, loaded on demand."""
+    """The models of a repository folder that this server serves, loaded on demand.
+
+    `service` (vision, nlp, ...) keeps the models whose card names that service; None serves every model.
+    `only` narrows them further to the names given (empty: all of them).
+    """
 
     def __init__(
         self,
         root: Path,
-        service: str,
+        service: str | None = None,
         intra_op_threads: int = 1,
         batching: dict[str, BatchingSettings] | None = None,
+        only: list[str] | None = None,
     ):
         self.root = root
         self.service = service
         self.intra_op_threads = intra_op_threads
         self.batching = batching or {}
+        self.only = set(only or [])
         self.models: dict[str, dict[str, Model]] = {}
+        # name -> version -> why it is UNAVAILABLE (the last load of that version failed).
+        self.failures: dict[str, dict[str, str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
+    def folders(self) -> list[Path]:
+        """Every <name>/<version> folder of this server's models on disk."""
+        found = sorted(card.parent for card in self.root.glob(f"*/*/{CARD_FILE}"))
+        return [folder for folder in found if self._served(folder)]
+
+    def _served(self, folder: Path) -> bool:
+        name = folder.parent.name
+        if self.only and name not in self.only:
+            return False
+        return self.service is None or name in self.models or _claimed_service(folder) in (self.service, None)
+
+    def names(self) -> list[str]:
+        return sorted({folder.parent.name for folder in self.folders()})
+
     def index(self) -> list[dict[str, Any]]:
-        """Every model of this service on disk, with its state (the OIP repository index)."""
+        """Every model version of this server on disk or loaded, with its state and, when unavailable, why (the OIP
+        repository index). Reading it never fails because of one bad card."""
+        versions = {(folder.parent.name, folder.name) for folder in self.folders()}
+        versions |= {(name, version) for name, loaded in self.models.items() for version in loaded}
         entries = []
-        for card_file in sorted(self.root.glob("*/*/model.yaml")):
-            name, version = card_file.parent.parent.name, card_file.parent.name
-            if name not in self.models and not self._owned(card_file):
-                continue
-            loaded = version in self.models.get(name, {})
-            entries.append({"name": name, "version": version, "state": "READY" if loaded else "UNAVAILABLE"})
+        for name, version in sorted(versions, key=lambda item: (item[0], _version_key(item[1]))):
+            if version in self.models.get(name, {}):
+                entries.append({"name": name, "version": version, "state": "READY", "reason": ""})
+            else:
+                reason = self.failures.get(name, {}).get(version, "not loaded")
+                entries.append({"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason})
         return entries
 
-    def _owned(self, card_file: Path) -> bool:
-        return yaml.safe_load(card_file.read_text()).get("service") == self.service
+    async def load_all(self) -> None:
+        """Loads every model of this server; one that fails is left UNAVAILABLE with its reason."""
+        for name in self.names():
+            try:
+                await self.load(name)
+            except InferenceError as error:
+                log.warning("model %s is unavailable: %s", name, error)
 
     async def load(self, name: str) -> None:
-        """Loads (or reloads) every version of `name`; the old versions serve until the new ones are ready."""
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            versions = await asyncio.to_thread(self._read_versions, name)
+        """Loads (or reloads) every version of `name`; the old versions serve until the new ones are ready. A version
+        that fails keeps its old copy, if it had one, and its reason; if none of them loads, InferenceError says why."""
+        async with self._locks.setdefault(check_name("model", name), asyncio.Lock()):
+            loaded, failed = await asyncio.to_thread(self._read_versions, name)
             previous = self.models.get(name, {})
-            self.models[name] = versions
-            for model in previous.values():
-                await model.close()
+            kept = {version: model for version, model in previous.items() if version in failed}
+            versions = {**kept, **loaded}
+            if versions:
+                self.models[name] = dict(sorted(versions.items(), key=lambda item: _version_key(item[0])))
+            else:
+                self.models.pop(name, None)
+            self.failures[name] = failed
+            for version, model in previous.items():
+                if version not in kept:
+                    await model.close()
+            if failed and not loaded:
+                reasons = "; ".join(f"version {version}: {why}" for version, why in failed.items())
+                raise InferenceError(f"model '{name}' could not be loaded: {reasons}")
+
+    def _read_versions(self, name: str) -> tuple[dict[str, Model], dict[str, str]]:
+        folders = [folder for folder in self.folders() if folder.parent.name == name]
+        if not folders:
+            if (self.root / name).is_dir() and self.service is not None:
+                raise ModelNotFound(f"model '{name}' belongs to another service, not {self.service}")
+            raise ModelNotFound(f"model '{name}' is not in the repository")
+        loaded, failed = {}, {}
+        for folder in folders:
+            try:
+                loaded[folder.name] = load_version(folder, self.intra_op_threads, self.batching.get(name))
+            except Exception as error:  # whatever a runtime raises, the other models keep serving
+                failed[folder.name] = failure_reason(folder, error)
+                log.warning("model %s version %s failed to load: %s", name, folder.name, failed[folder.name])
+        return loaded, failed
 
     async def unload(self, name: str) -> None:
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            versions = self.models.pop(check_name("model", name), None)
+        async with self._locks.setdefault(check_name("model", name), asyncio.Lock()):
+            self.failures.pop(name, None)
+            versions = self.models.pop(name, None)
             if versions is None:
                 raise ModelNotFound(f"model '{name}' is not loaded")
             for model in versions.values():
                 await model.close()
-
-    def _read_versions(self, name: str) -> dict[str, Model]:
-        folder = self.root / check_name("model", name)
-        cards = sorted(folder.glob("*/model.yaml"), key=lambda card: _version_key(card.parent.name))
-        if not cards:
-            raise ModelNotFound(f"model '{name}' is not in the repository")
-        if not self._owned(cards[-1]):
-            raise ModelNotFound(f"model '{name}' belongs to another service, not {self.service}")
-        return {card.parent.name: self._load_version(card.parent) for card in cards}
-
-    def _load_version(self, folder: Path) -> Model:
-        card = yaml.safe_load((folder / "model.yaml").read_text())
-        runtime = runtime_class(card)(folder, card, self.intra_op_threads)
-        name, version = card["name"], str(card["version"])
-        batching = self.batching.get(name)
-        batcher = None
-        if batching is not None and batching.max_batch_size > 1:
-            batcher = AdaptiveBatcher(runtime, (name, version), batching.max_batch_size, batching.max_wait_ms / 1000)
-        return Model(name, version, card, runtime, batcher, card.get("platform", "onnxruntime_onnx"))
 
     def versions(self, name: str) -> list[str]:
         return list(self._versions_of(name))
@@ -145,15 +212,40 @@ class ModelRepository:
         check_name("model", name)
         versions = self.models.get(name)
         if not versions:
+            failures = self.failures.get(name)
+            if failures:
+                reasons = "; ".join(f"version {version}: {why}" for version, why in failures.items())
+                raise ModelUnavailable(f"model '{name}' is UNAVAILABLE: {reasons}")
             raise ModelNotFound(f"model '{name}' is not served here; models: {sorted(self.models)}")
         return versions
 
     def get(self, name: str, version: str | None = None) -> Model:
-        """The named version, or the default (the highest) when `version` is None."""
+        """The named version, or the default (the highest loaded) when `version` is None."""
         versions = self._versions_of(name)
         if version is None:
             return versions[max(versions, key=_version_key)]
         check_name("version", version)
         if version not in versions:
+            why = self.failures.get(name, {}).get(version)
+            if why is not None:
+                raise ModelUnavailable(f"model '{name}' version '{version}' is UNAVAILABLE: {why}")
             raise ModelNotFound(f"model '{name}' has no version '{version}'; versions: {list(versions)}")
         return versions[version]
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether this server can serve: at least one model loaded."""
+        if self.models:
+            return True, ""
+        unavailable = [f"{entry['name']}/{entry['version']}: {entry['reason']}" for entry in self.index()]
+        return False, "no model is loaded" + (f" ({'; '.join(unavailable)})" if unavailable else "")
+
+
+def _claimed_service(folder: Path) -> str | None:
+    """The service a card names, read leniently: a card too broken to say is listed by every server (its reason then
+    tells what to fix), rather than by none."""
+    try:
+        fields = yaml.safe_load((folder / CARD_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    service = fields.get("service") if isinstance(fields, dict) else None
+    return service if isinstance(service, str) else None

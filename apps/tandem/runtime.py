@@ -1,18 +1,19 @@
 """Model runtimes: a loaded model version is a small class with named tensors and `predict()`.
 
-`OnnxModel` serves a model.onnx with one onnxruntime session. A model that needs more than one
-graph or code around it (OCR, face detection, text models) names its own class in model.yaml
-(`runtime: "vision.ocr:OcrModel"`), a subclass of `Model` built the same way.
+`OnnxModel` serves a model.onnx with one onnxruntime session (`runtime: onnx`, the default; scikit-learn models
+are converted to it); `runtime: huggingface` is a transformers tokenizer and config over an ONNX graph. A model that
+needs more than one graph or code around it (OCR, face detection) names its own class in model.yaml
+(`runtime: "vision.runtimes:OcrModel"`), a subclass of `Model` built the same way.
 """
 
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from .card import ModelCard, TensorCard
 from .protocol import DATATYPES, InferenceError
 
 
@@ -23,8 +24,8 @@ class TensorSpec:
     shape: list[int]  # -1 for a dimension of any size
 
     @classmethod
-    def from_card(cls, entry: dict[str, Any]) -> "TensorSpec":
-        return cls(entry["name"], entry["datatype"], list(entry["shape"]))
+    def from_card(cls, tensor: TensorCard) -> "TensorSpec":
+        return cls(tensor.name, tensor.datatype, list(tensor.shape))
 
     def check(self, array: np.ndarray) -> None:
         if array.dtype != DATATYPES[self.datatype]:
@@ -40,12 +41,12 @@ class TensorSpec:
 class Model:
     """A loaded model version. Subclasses load in `__init__` and implement `run()`."""
 
-    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
         self.folder = folder
         self.card = card
         self.intra_op_threads = intra_op_threads
-        self.inputs = {spec.name: spec for spec in map(TensorSpec.from_card, card["inputs"])}
-        self.outputs = {spec.name: spec for spec in map(TensorSpec.from_card, card["outputs"])}
+        self.inputs = {spec.name: spec for spec in map(TensorSpec.from_card, card.inputs)}
+        self.outputs = {spec.name: spec for spec in map(TensorSpec.from_card, card.outputs)}
 
     def predict(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Checks the inputs against the card, runs the model, returns the outputs asked for (all by default)."""
@@ -83,31 +84,65 @@ def onnx_session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxModel(Model):
-    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
-        super().__init__(folder, card, intra_op_threads)
-        self.session = onnx_session(folder / card.get("artefact", "model.onnx"), intra_op_threads)
-        self._warm_up()
+def sample(spec: TensorSpec) -> np.ndarray:
+    """Zeros of the tensor's shape, one for each dimension of any size: what a warm-up or a smoke test sends."""
+    return np.zeros([1 if dim == -1 else dim for dim in spec.shape], DATATYPES[spec.datatype])
 
-    def _warm_up(self) -> None:
+
+def _onnx_spec(node: ort.NodeArg) -> TensorSpec:
+    """A graph input or output as a TensorSpec; symbolic and unknown dimensions are -1."""
+    datatype = node.type.removeprefix("tensor(").removesuffix(")")
+    names = {"float": "FP32", "double": "FP64", "float16": "FP16", "bool": "BOOL", "string": "BYTES"}
+    datatype = names.get(datatype, datatype.upper())
+    return TensorSpec(node.name, datatype, [dim if isinstance(dim, int) else -1 for dim in node.shape])
+
+
+def graph_specs(session: ort.InferenceSession) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The graph's own inputs and outputs, as a card would state them."""
+    return [_onnx_spec(node) for node in session.get_inputs()], [_onnx_spec(node) for node in session.get_outputs()]
+
+
+def check_card_against_graph(card_specs: dict[str, TensorSpec], graph: list[TensorSpec], kind: str) -> None:
+    """Refuses a card whose tensors the graph does not have, or has with another datatype or a contradicting shape."""
+    by_name = {spec.name: spec for spec in graph}
+    for name, spec in card_specs.items():
+        found = by_name.get(name)
+        if found is None:
+            raise ValueError(f"the card's {kind} {name!r} is not in the ONNX graph, whose {kind} are {sorted(by_name)}")
+        shapes_agree = len(found.shape) == len(spec.shape) and all(
+            -1 in (want, got) or want == got for want, got in zip(spec.shape, found.shape, strict=True)
+        )
+        if found.datatype != spec.datatype or not shapes_agree:
+            raise ValueError(
+                f"the card says {kind} {name!r} is {spec.datatype} {spec.shape}, the ONNX graph says "
+                f"{found.datatype} {found.shape}"
+            )
+
+
+class OnnxModel(Model):
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
+        super().__init__(folder, card, intra_op_threads)
+        self.session = onnx_session(folder / card.artefact, intra_op_threads)
+        graph_inputs, graph_outputs = graph_specs(self.session)
+        check_card_against_graph(self.inputs, graph_inputs, "input")
+        check_card_against_graph(self.outputs, graph_outputs, "output")
         # The first run allocates and plans; pay for it at load, not on a user's request.
-        feed = {
-            spec.name: np.zeros([1 if dim == -1 else dim for dim in spec.shape], DATATYPES[spec.datatype])
-            for spec in self.inputs.values()
-        }
-        self.session.run(None, feed)
+        self.session.run(None, {spec.name: sample(spec) for spec in self.inputs.values()})
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         return dict(zip(outputs, self.session.run(outputs, inputs), strict=True))
 
 
-def runtime_class(card: dict[str, Any]) -> type[Model]:
-    """The class named by the card's `runtime` ("module:Class"), OnnxModel when it names none."""
-    name = card.get("runtime")
-    if not name:
-        return OnnxModel
-    module, _, attribute = name.partition(":")
-    cls = getattr(importlib.import_module(module), attribute)
+BUILT_IN = {"onnx": "tandem.runtime:OnnxModel", "huggingface": "tandem.huggingface:HuggingFaceModel"}
+
+
+def runtime_class(card: ModelCard) -> type[Model]:
+    """The class the card's `runtime` names: a built-in one, or "module:Class"."""
+    module, _, attribute = BUILT_IN.get(card.runtime, card.runtime).partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"runtime {card.runtime!r} cannot be imported: {error}") from None
     if not (isinstance(cls, type) and issubclass(cls, Model)):
-        raise TypeError(f"runtime {name} is not a tandem.runtime.Model")
+        raise ValueError(f"runtime {card.runtime!r} is not a tandem.runtime.Model")
     return cls

@@ -4,10 +4,11 @@ the Open Inference Protocol v2.
 Routes only translate HTTP to the data plane and back; errors leave as `{"error": "..."}`.
 """
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -80,21 +81,56 @@ def make_app(
     settings: ServiceSettings,
     dapr: DaprSettings | None = None,
     routers: tuple[APIRouter, ...] = (),
+    every_model: bool = False,
 ) -> FastAPI:
-    """A model service `name`: the base app plus OIP routes for `settings.models`."""
+    """A model server `name`: the base app plus OIP routes for the models of `settings.model_repository` whose card
+    names the service `name` (every model of it with `every_model`), narrowed to `settings.models` if given."""
 
     @asynccontextmanager
     async def load_models(app: FastAPI) -> AsyncIterator[None]:
-        # Models load before the server accepts connections, so "ready" means every model is warm.
-        repository = ModelRepository(settings.model_repository, name, settings.intra_op_threads, settings.batching)
-        for model in settings.models:
-            await repository.load(model)
+        # Models load before the server accepts connections, so "ready" means every model that could load is warm;
+        # one that cannot is UNAVAILABLE with its reason and the others serve.
+        repository = ModelRepository(
+            settings.model_repository,
+            None if every_model else name,
+            settings.intra_op_threads,
+            settings.batching,
+            settings.models,
+        )
+        await repository.load_all()
         app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
+        registering = asyncio.create_task(keep_registered(app.state.sidecar, settings))
         yield
+        registering.cancel()
+        with suppress(asyncio.CancelledError):
+            await registering
 
-    app = make_base_app(name, settings, dapr, (_oip_router(name, settings), *routers), lifespan=load_models)
-    app.openapi = lambda: _openapi(app)
+    async def can_serve(request: Request) -> tuple[bool, str]:
+        return request.app.state.dataplane.repository.ready()
+
+    routers = (_oip_router(name, settings), *routers)
+    app = make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
     return app
+
+
+async def keep_registered(sidecar: Sidecar, settings: ServiceSettings) -> None:
+    """Tells the gateway, through the sidecar, that this app serves models, now and every `register_seconds` (so a
+    restarted gateway learns of it again); it reads this app's repository index then. Sooner while it fails: under
+    `dapr run` the app starts before its sidecar."""
+    if not settings.gateway_app:
+        return
+    delay = 1.0
+    while True:
+        try:
+            answer = await sidecar.invoke(settings.gateway_app, "services/register", content=b"", timeout=5)
+            registered = answer.status_code == 200
+        except httpx.TransportError:
+            registered = False
+        if not registered:
+            log.debug("not registered with the gateway %s yet", settings.gateway_app)
+        delay = settings.register_seconds if registered else min(2 * delay, settings.register_seconds)
+        await asyncio.sleep(delay)
 
 
 class BodyTooLarge(Exception):
@@ -164,7 +200,7 @@ class JsonByDefaultMiddleware:
         await self.app(scope, receive, send)
 
 
-def serve(app_path: str, settings: ServiceSettings, dapr: DaprSettings | None = None) -> None:
+def serve(app_path: str, settings: AppSettings, dapr: DaprSettings | None = None) -> None:
     """Runs `module:app` with uvicorn on APP_PORT (set by Dapr) or the service's own port."""
     dapr = dapr or DaprSettings()
     uvicorn.run(
@@ -269,7 +305,7 @@ async def _metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

@@ -59,10 +59,12 @@ class AppSettings(BaseSettings):
 class ServiceSettings(AppSettings):
     """Knobs of a model service. Subclasses set `env_prefix`, e.g. REGRESSION_."""
 
-    # Folder holding models/<name>/<version>/ (see models/build.py).
+    # Folder holding <name>/<version>/model.yaml (see models/build.py); the cards say which service serves what.
     model_repository: Path = Path("models")
-    # The models this service hosts, comma separated.
+    # Only these of the service's models, comma separated; empty: all of them.
     models: ModelNames = []
+    # Most rows (or texts) in one request to the routes for people.
+    max_rows: int = 1000
     # onnxruntime threads per session; one keeps a model from fighting its neighbours for cores.
     intra_op_threads: int = 1
     # Per model, as JSON: {"nsfw": {"max_batch_size": 16, "max_wait_ms": 5}}. Off for models not named.
@@ -71,3 +73,7 @@ class ServiceSettings(AppSettings):
     # an empty topic announces nothing.
     model_changes_pubsub: str = "pubsub"
     model_changes_topic: str = "model-changes"
+    # The gateway's app id: the server registers with it through its sidecar, so the gateway routes to it (also a
+    # server the gateway was not configured with, e.g. `tandem serve`). Empty: do not register.
+    gateway_app: str = "gateway"
+    register_seconds: float = 30.0

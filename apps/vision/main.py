@@ -8,15 +8,15 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic_settings import SettingsConfigDict
 
+from tandem.card import ModelCard
 from tandem.server import make_app
-from tandem.settings import ModelNames, ServiceSettings
+from tandem.settings import ServiceSettings
 
 
 class VisionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="VISION_", extra="ignore")
 
     port: int = 8001
-    models: ModelNames = ["digits", "faces", "ocr", "nsfw"]
     max_body_bytes: int = 16 * 1024 * 1024
 
 
@@ -31,13 +31,13 @@ IMAGE_BODY = {
 }
 
 
-async def predict_image(request: Request, model: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+async def predict_image(request: Request, model: str) -> tuple[ModelCard, dict[str, np.ndarray]]:
     """The model's card and its outputs for the one image in the request body."""
     body = await request.body()  # within settings.max_body_bytes: the kit refuses larger ones with 413
     image = np.empty(1, dtype=object)
     image[0] = body
-    served = request.app.state.dataplane.repository.get(model)
-    return served.card, await served.predict({"image": image}, None)
+    served, results = await request.app.state.dataplane.predict(model, {"image": image})
+    return served.card, results
 
 
 def _probabilities(labels: list[str], row: np.ndarray) -> dict[str, float]:
@@ -50,7 +50,7 @@ async def digits(request: Request) -> dict[str, Any]:
     card, results = await predict_image(request, "digits")
     return {
         "label": int(results["label"][0]),
-        "probabilities": _probabilities(card["labels"], results["probabilities"][0]),
+        "probabilities": _probabilities(card.labels or [], results["probabilities"][0]),
     }
 
 
@@ -72,8 +72,8 @@ async def ocr(request: Request) -> dict[str, Any]:
 async def nsfw(request: Request) -> dict[str, Any]:
     """Whether the image is safe for work, by the open_nsfw CNN."""
     card, results = await predict_image(request, "nsfw")
-    probabilities = _probabilities(card["labels"], results["probabilities"][0])
-    return {"label": max(probabilities, key=probabilities.get), "probabilities": probabilities}
+    probabilities = _probabilities(card.labels or [], results["probabilities"][0])
+    return {"label": max(probabilities, key=lambda label: probabilities[label]), "probabilities": probabilities}
 
 
 app = make_app("vision", settings, routers=(router,))

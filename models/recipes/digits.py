@@ -101,12 +101,14 @@ def build(seed: int, folder: Path) -> dict:
         ],
         "labels": [str(digit) for digit in range(10)],
         # model.onnx alone, for clients that compute the 8x8 features themselves.
-        "tensor_interface": {
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, FEATURES]}],
-            "outputs": [
-                {"name": "label", "datatype": "INT64", "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
-            ],
+        "parameters": {
+            "tensor_interface": {
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, FEATURES]}],
+                "outputs": [
+                    {"name": "label", "datatype": "INT64", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+                ],
+            }
         },
         "preprocessing": (
             "grayscale; Otsu threshold, the side that fills the border is background; crop to the ink; "

@@ -38,7 +38,7 @@ def build(seed: int, folder: Path) -> dict:
             "grayscale, histogram equalised; images larger than max_side are searched scaled down "
             "(boxes are given in the original image's pixels)"
         ),
-        "detection": DETECTION,
+        "parameters": {"detection": DETECTION},
         "data": {
             "source": f"cv2.data.haarcascades/{CASCADE} (OpenCV {cv2.__version__})",
             "sha256": hashlib.sha256((folder / CASCADE).read_bytes()).hexdigest(),

@@ -60,8 +60,7 @@ def build(seed: int, folder: Path) -> dict:
         ],
         "labels": LABELS,
         "preprocessing": PREPROCESSING,
-        "window": fleet.WINDOW,
-        "horizon": HORIZON,
+        "parameters": {"window": fleet.WINDOW, "horizon": HORIZON},
         "metrics": {
             "test_rows": len(truth),
             "roc_auc": round(float(roc_auc_score(truth, failing)), 4),

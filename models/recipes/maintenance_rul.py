@@ -90,8 +90,7 @@ def build(seed: int, folder: Path) -> dict:
         "inputs": INPUTS,
         "outputs": [{"name": "rul", "datatype": "FP32", "shape": [-1, 1]}],
         "preprocessing": PREPROCESSING,
-        "window": fleet.WINDOW,
-        "rul_cap": RUL_CAP,
+        "parameters": {"window": fleet.WINDOW, "rul_cap": RUL_CAP},
         "metrics": {
             "test_rows": len(truth),
             **regression_metrics(truth, predicted),

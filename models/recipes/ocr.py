@@ -15,6 +15,7 @@ import onnxruntime as ort
 import yaml
 from rapidocr_onnxruntime.ch_ppocr_rec.utils import CTCLabelDecode
 
+from tandem.card import ModelCard
 from vision.runtimes import OcrModel
 
 NAME = "ocr"
@@ -72,7 +73,7 @@ def draw_phrase(rng: np.random.Generator) -> tuple[str, np.ndarray]:
 
 def read_back(folder: Path, card: dict, seed: int) -> dict:
     """How many drawn phrases the built model reads back exactly (the service's own path, PNG included)."""
-    model = OcrModel(folder, card, intra_op_threads=1)
+    model = OcrModel(folder, ModelCard.parse({"name": NAME, "version": VERSION, **card}, NAME), intra_op_threads=1)
     rng = np.random.default_rng(seed)
     exact = 0
     for _ in range(PHRASES):

@@ -52,7 +52,7 @@ def build(seed: int, folder: Path) -> dict:
         "outputs": [{"name": "projection", "datatype": "FP32", "shape": [-1, COMPONENTS]}],
         "preprocessing": f"{PREPROCESSING}; the model standardises the features itself (training mean and "
         "standard deviation) before projecting",
-        "window": fleet.WINDOW,
+        "parameters": {"window": fleet.WINDOW},
         "metrics": {
             "components": COMPONENTS,
             "explained_variance_ratio": [round(float(ratio), 4) for ratio in ratios],

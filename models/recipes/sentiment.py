@@ -118,7 +118,7 @@ def build(seed: int, folder: Path) -> dict:
         "labels": LABELS,
         "preprocessing": "BERT uncased WordPiece (tokenizer.json), [CLS] ... [SEP], truncated to 128 tokens",
         "tokenizer": minilm.tokenizer_card(),
-        "method": {
+        "details": {
             "embedding": "all-MiniLM-L6-v2, as the minilm model",
             "score": f"mean cosine to the label's {CLOSEST} closest descriptions",
             "temperature": TEMPERATURE,

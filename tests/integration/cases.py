@@ -6,9 +6,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
-from tandem.runtime import runtime_class
+from tandem.repository import load_version
 
 
 def digit_png(digit: int) -> bytes:
@@ -59,9 +58,8 @@ CASES = [
 
 def expected(case: Case, model_repository: Path) -> np.ndarray:
     """What the model gives in-process, without HTTP or Dapr."""
-    folder = model_repository / case.model / "1"
-    card = yaml.safe_load((folder / "model.yaml").read_text())
-    return runtime_class(card)(folder, card).predict({case.input: case.values}, [case.output])[case.output]
+    runtime = load_version(model_repository / case.model / "1").runtime
+    return runtime.predict({case.input: case.values}, [case.output])[case.output]
 
 
 def compare(got: np.ndarray, want: np.ndarray) -> None:

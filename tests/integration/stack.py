@@ -133,6 +133,14 @@ class Stack:
     app_api_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     processes: list[Process] = field(default_factory=list)
     redis_port: int = 0
+    tag: str = field(default_factory=lambda: secrets.token_hex(3))
+    # Model services started by `start_service`: name -> app id (what the gateway routes to).
+    services: dict[str, str] = field(default_factory=dict)
+
+    def app_id(self, name: str) -> str:
+        """An app id of this stack's own: sidecars find each other by app id over mDNS, across every stack on the
+        host, so a fixed id ("regression") could be answered by another stack's app."""
+        return f"{name}-{self.tag}"
 
     def start_redis(self, port: int | None = None) -> int:
         self.redis_port = port or free_port()
@@ -147,8 +155,8 @@ class Stack:
         return self.work / "secrets.json"
 
     def components(self, scopes: dict[str, list[str]]) -> Path:
-        """The committed components, pointed at this stack's Redis and secrets file, with test app ids added to
-        scopes."""
+        """The committed components, pointed at this stack's Redis and secrets file. Wherever they name an app (scopes,
+        resiliency targets), this stack's id for it is added; `scopes` adds this stack's ids of more names."""
         folder = self.work / "components"
         folder.mkdir(exist_ok=True)
         for source in (ROOT / "components").glob("*.yaml"):
@@ -156,8 +164,12 @@ class Stack:
             text = text.replace(COMPONENT_SECRETS, str(self.secrets_file))
             resource = yaml.safe_load(text)
             name = resource["metadata"]["name"]
-            if name in scopes:
-                resource["scopes"] = resource.get("scopes", []) + scopes[name]
+            names = resource.get("scopes", []) + scopes.get(name, [])
+            if names:
+                resource["scopes"] = resource.get("scopes", []) + [self.app_id(app) for app in names]
+            if resource["kind"] == "Resiliency":
+                apps = resource["spec"]["targets"]["apps"]
+                apps.update({self.app_id(app): policy for app, policy in list(apps.items())})
             (folder / source.name).write_text(yaml.safe_dump(resource))
         return folder
 
@@ -220,33 +232,42 @@ class Stack:
         )
         return sidecar
 
-    def start_service(self, app_id: str, models: Path, **env: str) -> tuple[Sidecar, int]:
-        """A Tandem service (`python -m <app_id>`) and its sidecar; returns the sidecar and the app's port."""
+    def start_service(self, service: str, models: Path, **env: str) -> tuple[Sidecar, int]:
+        """A Tandem service (`python -m <service>`) and its sidecar (app id `app_id(service)`); returns the sidecar and
+        the app's port."""
         app_port, sidecar_port = free_port(), free_port()
-        env = {f"{app_id.upper()}_MODEL_REPOSITORY": str(models), "DAPR_HTTP_PORT": str(sidecar_port), **env}
-        self.start_app(app_id, [sys.executable, "-m", app_id], app_port, **env)
-        return self.start_sidecar(app_id, self.components({}), app_port, sidecar_port), app_port
+        env = {
+            f"{service.upper()}_MODEL_REPOSITORY": str(models),
+            f"{service.upper()}_GATEWAY_APP": self.app_id("gateway"),
+            "DAPR_HTTP_PORT": str(sidecar_port),
+            **env,
+        }
+        self.start_app(service, [sys.executable, "-m", service], app_port, **env)
+        self.services[service] = self.app_id(service)
+        return self.start_sidecar(self.app_id(service), self.components({}), app_port, sidecar_port), app_port
 
     def start_app_beside_sidecar(
         self, module: str, resources: Path, app_id: str | None = None, **env: str
     ) -> tuple[Sidecar, int]:
-        """`python -m <module>` and its sidecar (app id `app_id`, the module's name unless given) on `resources`;
-        returns the sidecar and the app's port."""
+        """`python -m <module>` and its sidecar (app id `app_id`, this stack's id of the module unless given) on
+        `resources`; returns the sidecar and the app's port."""
         app_port, sidecar_port = free_port(), free_port()
         self.start_app(module, [sys.executable, "-m", module], app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
-        return self.start_sidecar(app_id or module, resources, app_port, sidecar_port), app_port
+        return self.start_sidecar(app_id or self.app_id(module), resources, app_port, sidecar_port), app_port
 
     def start_gateway(self, keys: dict[str, str], **env: str) -> tuple[Process, Sidecar, int]:
         """The gateway beside its sidecar, its clients' `keys` (client -> key) in this stack's secret store; returns
-        the app, its sidecar and the app's port once it is ready (so are the services it routes to)."""
+        the app, its sidecar and the app's port once it is ready. It routes to the services `start_service` started."""
         self.secrets_file.write_text(json.dumps({"gateway-api-keys": keys}))
         app_port, sidecar_port = free_port(), free_port()
         command = [sys.executable, "-m", "gateway"]
+        env = {"GATEWAY_SERVICES": ",".join(self.services.values()), **env}
         process = self.start_app("gateway", command, app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
-        # As in dapr.yaml: its sidecar watches liveness, since readiness follows the model services and
-        # model-change announcements must flow while one is down.
+        # As in dapr.yaml: its sidecar watches liveness (the gateway's readiness includes its sidecar being up).
         resources = self.components({})
-        sidecar = self.start_sidecar("gateway", resources, app_port, sidecar_port, health_path="/v2/health/live")
+        sidecar = self.start_sidecar(
+            self.app_id("gateway"), resources, app_port, sidecar_port, health_path="/v2/health/live"
+        )
         wait_until(
             lambda: httpx.get(f"http://127.0.0.1:{app_port}/v2/health/ready").status_code == 200,
             "gateway ready",

@@ -42,8 +42,8 @@ def test_events_delivered_while_the_subscriber_is_down_all_reach_it_once_it_is_b
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "listener:app", "--app-dir", str(HERE), "--port", str(port)]
     app = stack.start_app("listener", command, port)
-    listener = stack.start_sidecar("listener", resources, port)
-    publisher = stack.start_sidecar("publisher", resources)
+    listener = stack.start_sidecar(stack.app_id("listener"), resources, port)
+    publisher = stack.start_sidecar(stack.app_id("publisher"), resources)
     app.stop(signal.SIGKILL)
 
     run = uuid.uuid4().hex
@@ -56,7 +56,7 @@ def test_events_delivered_while_the_subscriber_is_down_all_reach_it_once_it_is_b
     time.sleep(DOWN_SECONDS)  # every delivery worker fails, again and again, at the same moments
     app.restart()
 
-    url = f"{listener.url}/v1.0/invoke/listener/method/received"
+    url = f"{listener.url}/v1.0/invoke/{listener.app_id}/method/received"
     headers = {"dapr-api-token": stack.dapr_api_token}
 
     def received() -> set[int]:

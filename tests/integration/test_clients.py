@@ -25,8 +25,11 @@ def routes(stack: Stack, model_repository: Path) -> dict[tuple[str, str], tuple[
     for service in sorted({case.service for case in CASES}):
         sidecar, app_port = stack.start_service(service, model_repository)
         routes[service, "direct"] = (f"127.0.0.1:{app_port}", {"dapr-api-token": stack.app_api_token})
-        routes[service, "dapr-app-id header"] = (f"127.0.0.1:{sidecar.http_port}", {**token, "dapr-app-id": service})
-        routes[service, "invoke path"] = (f"127.0.0.1:{sidecar.http_port}/v1.0/invoke/{service}/method", token)
+        routes[service, "dapr-app-id header"] = (
+            f"127.0.0.1:{sidecar.http_port}",
+            {**token, "dapr-app-id": sidecar.app_id},
+        )
+        routes[service, "invoke path"] = (f"127.0.0.1:{sidecar.http_port}/v1.0/invoke/{sidecar.app_id}/method", token)
     return routes
 
 

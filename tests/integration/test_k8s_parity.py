@@ -3,7 +3,8 @@ Configuration, tokens, body limit, health check and environment their Deployment
 another through its sidecar.
 
 What differs from a cluster, and why: ports are free ones (the manifests' 8001-8003 are those of `make run`, which
-may be running); /models is the local model repository; components are the local ones (Redis of this test);
+may be running); /models is the local model repository; components are the local ones (Redis of this test); app ids get this stack's suffix (sidecars of other stacks on the host
+would answer the manifests' own over mDNS);
 accessControl is left out of the Configuration, because it matches callers by their mTLS identity and a sidecar
 without the control plane's Sentry has none (every call would meet the default action, deny).
 """
@@ -71,12 +72,14 @@ def app_environment(deployment: dict, port: int, stack: Stack, sidecar_port: int
     return env
 
 
-def sidecar_command(deployment: dict, app_port: int, http_port: int, config: Path, resources: Path) -> list[str]:
-    """daprd as the injector would start it from the pod's annotations."""
+def sidecar_command(
+    deployment: dict, app_id: str, app_port: int, http_port: int, config: Path, resources: Path
+) -> list[str]:
+    """daprd as the injector would start it from the pod's annotations, with the app id `app_id`."""
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     command = [
         str(DAPRD),
-        "--app-id", annotations["dapr.io/app-id"],
+        "--app-id", app_id,
         "--app-port", str(app_port),
         "--config", str(config),
         "--dapr-http-port", str(http_port),
@@ -135,11 +138,11 @@ def running(stack: Stack, rendered: list[dict]) -> dict[str, Sidecar]:
             APP_API_TOKEN=stack.app_api_token,
             **dict(re.findall(r"(\w+)=([^,]+)", annotations.get("dapr.io/env", ""))),
         )
-        daprd = Process.start(
-            f"daprd-{app}", sidecar_command(deployment, app_port, http_port, config, resources), stack.work, sidecar_env
-        )
+        app_id = stack.app_id(annotations["dapr.io/app-id"])
+        command = sidecar_command(deployment, app_id, app_port, http_port, config, resources)
+        daprd = Process.start(f"daprd-{app}", command, stack.work, sidecar_env)
         stack.processes.append(daprd)
-        sidecar = Sidecar(app, http_port, daprd)
+        sidecar = Sidecar(app_id, http_port, daprd)
         wait_until(
             lambda s=sidecar: httpx.get(f"{s.url}/v1.0/healthz").status_code == 204,
             f"daprd {app} healthy",
@@ -168,17 +171,23 @@ def test_one_app_invokes_another_through_its_sidecar(running: dict[str, Sidecar]
     body["rows"][0] |= {"s3": -0.04, "s4": 0.0, "s5": 0.02, "s6": -0.02}
     for caller in ("vision", "nlp"):
         answer = httpx.post(
-            f"{running[caller].url}/v1.0/invoke/regression/method/predict/diabetes", json=body, headers=headers
+            f"{running[caller].url}/v1.0/invoke/{running['regression'].app_id}/method/predict/diabetes",
+            json=body,
+            headers=headers,
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"] == "diabetes"
         assert isinstance(answer.json()["predictions"][0]["variable"], float)
     answer = httpx.post(
-        f"{running['regression'].url}/v1.0/invoke/nlp/method/sentiment", json={"texts": ["I love it"]}, headers=headers
+        f"{running['regression'].url}/v1.0/invoke/{running['nlp'].app_id}/method/sentiment",
+        json={"texts": ["I love it"]},
+        headers=headers,
     )
     assert answer.status_code == 200, answer.text
 
 
 def test_the_sidecar_refuses_callers_without_the_api_token(running: dict[str, Sidecar]) -> None:
-    answer = httpx.post(f"{running['vision'].url}/v1.0/invoke/regression/method/predict/diabetes", json={})
+    answer = httpx.post(
+        f"{running['vision'].url}/v1.0/invoke/{running['regression'].app_id}/method/predict/diabetes", json={}
+    )
     assert answer.status_code == 401

@@ -23,7 +23,7 @@ DOCUMENTS = [
 def nlp(stack: Stack, model_repository: Path) -> httpx.Client:
     # Under the sidecar's own 4 MiB limit, so that the app's clear 413 is what a caller sees.
     sidecar, _ = stack.start_service("nlp", model_repository, NLP_MAX_BODY_BYTES=str(1024 * 1024))
-    base = f"{sidecar.url}/v1.0/invoke/nlp/method"
+    base = f"{sidecar.url}/v1.0/invoke/{sidecar.app_id}/method"
     with httpx.Client(base_url=base, headers={"dapr-api-token": stack.dapr_api_token}, timeout=30) as client:
         client.sidecar_port = sidecar.http_port
         yield client
@@ -97,7 +97,7 @@ def test_bad_text_requests(nlp: httpx.Client, route, body, status, message):
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_minilm_over_oip_with_bytes_tensors(nlp: httpx.Client, stack: Stack, binary: bool):
     client = triton.InferenceServerClient(url=f"127.0.0.1:{nlp.sidecar_port}")
-    headers = {"dapr-api-token": stack.dapr_api_token, "dapr-app-id": "nlp"}
+    headers = {"dapr-api-token": stack.dapr_api_token, "dapr-app-id": stack.app_id("nlp")}
     texts = np.array(["A man is playing a guitar.", "Someone plays an instrument."], dtype=object)
     tensor = triton.InferInput("text", [2], "BYTES")
     tensor.set_data_from_numpy(texts, binary_data=binary)

@@ -49,7 +49,7 @@ class Pipeline:
         self.http = httpx.Client(headers={"dapr-api-token": stack.dapr_api_token}, timeout=30)
 
     def invoke(self, app: str, method: str) -> Any:
-        response = self.http.get(f"{self.sidecars[app].url}/v1.0/invoke/{app}/method/{method}")
+        response = self.http.get(f"{self.sidecars[app].url}/v1.0/invoke/{self.sidecars[app].app_id}/method/{method}")
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -64,7 +64,7 @@ class Pipeline:
     ) -> int:
         """Posts every reading of `machines` fresh machines (or those of ticks from_tick to to_tick, excluded), tick by
         tick, through the sensors sidecar."""
-        url = f"{self.sidecars['sensors'].url}/v1.0/invoke/sensors/method/readings"
+        url = f"{self.sidecars['sensors'].url}/v1.0/invoke/{self.sidecars['sensors'].app_id}/method/readings"
         sent = 0
         every_tick = enumerate(ticks(machines, SEED, replace=False, prefix=prefix))
         for tick, batch in itertools.islice(every_tick, from_tick, to_tick):
@@ -146,29 +146,23 @@ def check_alerts(pipeline: Pipeline, machines: int, prefix: str, failure_model: 
             assert alert["failure_probability"] == pytest.approx(probability, abs=1e-6)
 
 
-def pipeline_pace(resources: Path, regression_id: str) -> None:
-    """Redeliver unacknowledged messages after 10 s, retry a failed delivery every 0.5 s for 30 s, and give the test's
-    regression app id the policy of the regression service."""
+def pipeline_pace(resources: Path) -> None:
+    """Redeliver unacknowledged messages after 10 s, retry a failed delivery every 0.5 s for 30 s."""
     with editing(resources / "pubsub.yaml") as pubsub:
         set_metadata(pubsub, processingTimeout="10s", redeliverInterval="1s")
     retry_deliveries(resources, every="500ms", times=60)
-    with editing(resources / "resiliency.yaml") as resiliency:
-        resiliency["spec"]["targets"]["apps"][regression_id] = resiliency["spec"]["targets"]["apps"]["regression"]
 
 
 @pytest.fixture(scope="module")
 def pipeline(stack: Stack, model_repository: Path):
     resources = stack.work / "pipeline-components"
     shutil.copytree(stack.components({}), resources)
-    # Sidecars find other apps by name (mDNS) on this host: an id of its own keeps features calling this stack's
-    # regression service, not one that another stack on the same machine runs.
-    regression_id = f"regression-{uuid.uuid4().hex[:8]}"
-    pipeline_pace(resources, regression_id)
+    pipeline_pace(resources)
     sidecars = {}
     sidecars["regression"], _ = stack.start_app_beside_sidecar(
-        "regression", resources, app_id=regression_id, REGRESSION_MODEL_REPOSITORY=str(model_repository)
+        "regression", resources, REGRESSION_MODEL_REPOSITORY=str(model_repository)
     )
-    app_env = {"FEATURES_REGRESSION_APP": regression_id}
+    app_env = {"FEATURES_REGRESSION_APP": sidecars["regression"].app_id}
     for app in ("alerts", "features", "sensors"):
         sidecars[app], _ = stack.start_app_beside_sidecar(app, resources, **app_env)
     yield Pipeline(stack, sidecars, app_env, resources)
@@ -186,7 +180,8 @@ def test_readings_in_give_exactly_the_expected_predictions_and_alerts_out(pipeli
 
     def listen() -> None:
         # Through the alerts sidecar, as a user reaches it: daprd passes the event stream on as it comes.
-        url = f"{pipeline.sidecars['alerts'].url}/v1.0/invoke/alerts/method/alerts/stream"
+        alerts = pipeline.sidecars["alerts"]
+        url = f"{alerts.url}/v1.0/invoke/{alerts.app_id}/method/alerts/stream"
         with contextlib.suppress(httpx.RemoteProtocolError):  # the stack stopping under an open stream
             with pipeline.http.stream("GET", url, timeout=httpx.Timeout(30, read=None)) as response:
                 assert response.headers["content-type"].startswith("text/event-stream")
@@ -222,7 +217,9 @@ def test_kill_9_of_features_mid_stream_loses_no_reading_and_duplicates_no_alert(
     features.stop(signal.SIGKILL)
     time.sleep(1)  # readings keep coming in meanwhile: sensors is up, the broker keeps them
     features.restart()
-    live = f"{pipeline.sidecars['features'].url}/v1.0/invoke/features/method/v2/health/live"
+    live = (
+        f"{pipeline.sidecars['features'].url}/v1.0/invoke/{pipeline.sidecars['features'].app_id}/method/v2/health/live"
+    )
     wait_until(lambda: pipeline.http.get(live).status_code == 200, "features live again", process=features)
     feeder.join()
     pipeline.wait_for_everything(machines, prefix)

@@ -35,8 +35,8 @@ def test_an_event_published_by_one_app_reaches_a_subscriber_of_another(stack: St
         ],
         listener_port,
     )
-    listener = stack.start_sidecar("listener", resources, listener_port)
-    publisher = stack.start_sidecar("publisher", resources)
+    listener = stack.start_sidecar(stack.app_id("listener"), resources, listener_port)
+    publisher = stack.start_sidecar(stack.app_id("publisher"), resources)
 
     greetings = [{"greeting": "hello", "n": n, "run": uuid.uuid4().hex} for n in range(3)]
 
@@ -51,7 +51,7 @@ def test_an_event_published_by_one_app_reaches_a_subscriber_of_another(stack: St
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(received) < len(greetings):
         response = httpx.get(
-            f"{listener.url}/v1.0/invoke/listener/method/received",
+            f"{listener.url}/v1.0/invoke/{listener.app_id}/method/received",
             headers={"dapr-api-token": stack.dapr_api_token},
         )
         assert response.status_code == 200, response.text

@@ -32,7 +32,7 @@ def onnx_prediction(model_repository: Path) -> np.ndarray:
 def test_infer_through_the_invoke_path_equals_the_onnx_model(service, stack: Stack, model_repository: Path):
     sidecar, _ = service
     response = httpx.post(
-        f"{sidecar.url}/v1.0/invoke/regression/method/v2/models/diabetes/infer",
+        f"{sidecar.url}/v1.0/invoke/{sidecar.app_id}/method/v2/models/diabetes/infer",
         json=INFER,
         headers={"dapr-api-token": stack.dapr_api_token},
     )
@@ -48,7 +48,7 @@ def test_infer_through_the_dapr_app_id_header(service, stack: Stack, model_repos
     response = httpx.post(
         f"{sidecar.url}/v2/models/diabetes/infer",
         content=json.dumps(INFER),  # JSON without a Content-Type header
-        headers={"dapr-api-token": stack.dapr_api_token, "dapr-app-id": "regression"},
+        headers={"dapr-api-token": stack.dapr_api_token, "dapr-app-id": sidecar.app_id},
     )
     assert response.status_code == 200, response.text
     data = np.asarray(response.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 1)
@@ -59,7 +59,7 @@ def test_infer_through_the_dapr_app_id_header(service, stack: Stack, model_repos
 def test_the_sidecar_refuses_api_calls_without_its_token(service, token: str | None):
     sidecar, _ = service
     headers = {"dapr-api-token": token} if token else {}
-    url = f"{sidecar.url}/v1.0/invoke/regression/method/v2/models/diabetes/infer"
+    url = f"{sidecar.url}/v1.0/invoke/{sidecar.app_id}/method/v2/models/diabetes/infer"
     assert httpx.post(url, json=INFER, headers=headers).status_code == 401
     assert httpx.get(f"{sidecar.url}/v1.0/metadata", headers=headers).status_code == 401
 
@@ -100,14 +100,14 @@ def test_the_app_accepts_its_sidecars_token(service, stack: Stack):
 def test_errors_reach_the_caller_through_the_sidecar(service, stack: Stack, path, body, status, message):
     sidecar, _ = service
     response = httpx.post(
-        f"{sidecar.url}/v1.0/invoke/regression/method/{path}",
+        f"{sidecar.url}/v1.0/invoke/{sidecar.app_id}/method/{path}",
         json=body,
         headers={"dapr-api-token": stack.dapr_api_token},
     )
     assert response.status_code == status
     assert message in response.json()["error"]
     ready = httpx.get(
-        f"{sidecar.url}/v1.0/invoke/regression/method/v2/health/ready",
+        f"{sidecar.url}/v1.0/invoke/{sidecar.app_id}/method/v2/health/ready",
         headers={"dapr-api-token": stack.dapr_api_token},
     )
     assert ready.status_code == 200

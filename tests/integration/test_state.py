@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def sidecars(stack: Stack):
     resources = stack.components({"statestore": ["keeper"]})
-    return stack.start_sidecar("keeper", resources), stack.start_sidecar("outsider", resources)
+    return stack.start_sidecar(stack.app_id("keeper"), resources), stack.start_sidecar(
+        stack.app_id("outsider"), resources
+    )
 
 
 def run(coroutine):

@@ -39,7 +39,7 @@ def bomb_header(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def vision(stack: Stack, model_repository: Path) -> httpx.Client:
     sidecar, _ = stack.start_service("vision", model_repository, VISION_MAX_BODY_BYTES=str(2 * 1024 * 1024))
-    base = f"{sidecar.url}/v1.0/invoke/vision/method"
+    base = f"{sidecar.url}/v1.0/invoke/{sidecar.app_id}/method"
     with httpx.Client(base_url=base, headers={"dapr-api-token": stack.dapr_api_token}, timeout=60) as client:
         client.sidecar_port = sidecar.http_port
         yield client
@@ -57,7 +57,7 @@ def test_image_files_in_json_out(vision: httpx.Client):
 @pytest.mark.parametrize("binary", [False, True], ids=["json-base64", "binary"])
 def test_digits_over_oip_with_tritonclient(vision: httpx.Client, stack: Stack, binary: bool):
     client = triton.InferenceServerClient(url=f"127.0.0.1:{vision.sidecar_port}")
-    headers = {"dapr-api-token": stack.dapr_api_token, "dapr-app-id": "vision"}
+    headers = {"dapr-api-token": stack.dapr_api_token, "dapr-app-id": stack.app_id("vision")}
     images = [drawn(str(digit), (80, 60), 2.2, 5) for digit in (3, 8)]
     if binary:
         tensor = triton.InferInput("image", [2], "BYTES")

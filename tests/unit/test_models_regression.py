@@ -19,7 +19,7 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 from tandem import fleet
 from tandem.protocol import DATATYPES
-from tandem.runtime import OnnxModel
+from tandem.repository import load_version
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -98,7 +98,9 @@ def test_maintenance_failure_agrees_with_scikit_learn_and_ranks_failing_machines
     np.testing.assert_array_equal(label, model.predict(test.features))
     truth = maintenance_failure.target(test.rul)
     assert roc_auc_score(truth, probabilities[:, 1]) >= 0.95
-    assert model_card["labels"] == ["ok", "failing"] and model_card["horizon"] == maintenance_failure.HORIZON
+    assert (
+        model_card["labels"] == ["ok", "failing"] and model_card["parameters"]["horizon"] == maintenance_failure.HORIZON
+    )
     metrics = model_card["metrics"]
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(truth, probabilities[:, 1]), abs=1e-4)
     assert metrics["precision"] >= 0.75 and metrics["recall"] >= 0.75
@@ -139,8 +141,8 @@ def test_the_card_describes_what_the_served_model_takes_and_gives(repository, na
     assert model_card["inputs"] == [
         {"name": "input", "datatype": "FP32", "shape": [-1, len(fleet.FEATURES)], "features": list(fleet.FEATURES)}
     ]
-    assert model_card["window"] == fleet.WINDOW and model_card["service"] == "regression"
-    model = OnnxModel(repository / name / "1", model_card)
+    assert model_card["parameters"]["window"] == fleet.WINDOW and model_card["service"] == "regression"
+    model = load_version(repository / name / "1").runtime
     rows = fleet.table(fleet.make_fleet(1, 1)).features[:5]
     outputs = model.predict({"input": rows})
     for spec in model_card["outputs"]:

