@@ -86,7 +86,7 @@ class MqttSensors:
         host, _, port = address.rpartition(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_inflight_messages_set(100)
-        self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         # Broker acknowledgements by message id. (A message published while disconnected stays queued and is sent
         # on reconnection, but its MQTTMessageInfo keeps saying "not connected": count PUBACKs instead.)
         self.acknowledged: set[int] = set()

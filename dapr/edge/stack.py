@@ -64,6 +64,8 @@ class Process:
     env: dict[str, str]
     log_file: Path
     ready: Callable[[], bool]
+    # Under qemu every process starts several times slower.
+    start_timeout: float = 60.0
     popen: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -82,7 +84,8 @@ class Process:
         except (httpx.TransportError, OSError):
             return False
 
-    def wait_healthy(self, timeout: float = 60.0) -> None:
+    def wait_healthy(self) -> None:
+        timeout = self.start_timeout
         deadline = time.monotonic() + timeout
         while not self.healthy():
             if not self.running():
@@ -115,6 +118,7 @@ class EdgeStack:
     suffix: str = ""
     fixed_ports: bool = False
     models: Path = ROOT / "models"
+    agent_env: dict[str, str] = field(default_factory=dict)  # EDGE_AGENT_* settings of its own
     dapr_api_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     app_api_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     processes: dict[str, Process] = field(default_factory=dict)
@@ -202,6 +206,7 @@ class EdgeStack:
             EDGE_AGENT_CLIENT_ID=self.app_id("edge-agent"),
             EDGE_AGENT_OUTBOX=str(self.data / "outbox.sqlite"),
             DAPR_HTTP_PORT=str(agent.http),
+            **self.agent_env,
         )
 
     def start(self) -> float:
@@ -265,7 +270,8 @@ class EdgeStack:
             command = ["chroot", str(ROOTFS), *command]
         else:
             environment["PYTHONPATH"] = str(ROOT / "apps")
-        self.processes[name] = Process(name, command, environment, self.data / f"{name}.log", ready)
+        timeout = 60.0 if self.arch == "amd64" else 300.0
+        self.processes[name] = Process(name, command, environment, self.data / f"{name}.log", ready, timeout)
 
     def _add_sidecar(self, name: str, app_port: int | None) -> None:
         ports = self.ports[name]
