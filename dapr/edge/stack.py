@@ -359,7 +359,9 @@ def main() -> None:
     args = parser.parse_args()
 
     stack = EdgeStack(args.data / args.arch, arch=args.arch, fixed_ports=True)
+    # Set both explicitly: a shell that starts this in the background would leave SIGINT ignored.
     stop = lambda *_: sys.exit(0)  # noqa: E731
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     simulator = None
     try:
@@ -386,9 +388,10 @@ def main() -> None:
         print("Ctrl-C stops everything.", flush=True)
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
     finally:
+        # Stopping takes a few seconds: a second Ctrl-C must not leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if simulator is not None:
             simulator.terminate()
         stack.close()
