@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(CURDIR)/$(RUNTIME)/.dapr/bin:$(PATH)
 export DAPR_RUNTIME_PATH := $(CURDIR)/$(RUNTIME)
 
-.PHONY: setup deps runtime models run test lint k8s-check clean bench edge-runtime edge-rootfs edge edge-test
+.PHONY: setup deps runtime models run serve-models test lint k8s-check clean bench edge-runtime edge-rootfs edge edge-test
 
 setup: deps runtime models
 
@@ -28,6 +28,13 @@ models: deps
 
 run: setup
 	dapr/run.sh
+
+# A repository of your own served beside the running stack (`make run` in another terminal), see the README:
+#   make serve-models MODELS=my-models [APP_ID=my-models] [PORT=8080]
+APP_ID ?= my-models
+PORT ?= 8080
+serve-models: setup
+	dapr/serve.sh $(APP_ID) $(MODELS) $(PORT)
 
 test: setup lint k8s-check edge-runtime
 	cd apps/edge-agent && go test ./...

@@ -7,6 +7,8 @@ Routes only translate HTTP to the data plane and back; errors leave as `{"error"
 import asyncio
 import json
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib.metadata import version as package_version
@@ -73,6 +75,7 @@ def make_base_app(
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
     return app
 
 
@@ -109,9 +112,7 @@ def make_app(
         return request.app.state.dataplane.repository.ready()
 
     routers = (_oip_router(name, settings), *routers)
-    app = make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
-    return app
+    return make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve)
 
 
 async def keep_registered(sidecar: Sidecar, settings: ServiceSettings) -> None:
@@ -324,17 +325,30 @@ def _add_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(part) for part in first["loc"])
         return _error(422, f"invalid request at '{where}': {first['msg']}")
 
+    # 5xx bodies name what failed and a request id, never the error's own text (it can carry addresses, keys or
+    # what Redis said): that goes to the log under the same id.
     @app.exception_handler(SidecarError)
     async def sidecar_error(request: Request, error: SidecarError) -> JSONResponse:
-        return _error(502, str(error))
+        return _server_error(request, 502, f"{error.what}: the Dapr sidecar answered {error.status}", error)
 
     @app.exception_handler(httpx.TransportError)
     async def sidecar_unreachable(request: Request, error: httpx.TransportError) -> JSONResponse:
-        return _error(503, f"the Dapr sidecar could not be reached: {type(error).__name__}: {error}")
+        return _server_error(request, 503, f"the Dapr sidecar could not be reached ({type(error).__name__})", error)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(error).__name__}: {error}")
+        return _server_error(request, 500, "internal error", error)
+
+
+# What a caller may send as its own request id (the gateway passes one on); anything else gets a new one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _server_error(request: Request, status: int, message: str, error: Exception) -> JSONResponse:
+    sent = request.headers.get("x-request-id", "")
+    request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    log.error("%s %s: %s (request id %s)", request.method, request.url.path, message, request_id, exc_info=error)
+    return _error(status, f"{message} (request id {request_id})", {"x-request-id": request_id})
 
 
 _INFER_BODY = {
@@ -345,13 +359,39 @@ _INFER_BODY = {
 }
 
 
+# What every route may answer besides its own: the kit's error handlers and middleware answer {"error": "..."}; a
+# sidecar in between (the only way in when APP_API_TOKEN is set) answers its own refusals in Dapr's error shape.
+_ERROR_RESPONSE = {
+    "description": "An error: 4xx for what was wrong with the request, 5xx when the service or a sidecar failed",
+    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_ERROR_SCHEMA = {
+    "anyOf": [
+        {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+        {
+            "type": "object",
+            "properties": {"errorCode": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["errorCode", "message"],
+        },
+    ]
+}
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    # The infer routes read their body themselves; register the request schema they document.
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        request_schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        # The infer routes read their body themselves; register the request schema they document.
+        request_schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(request_schema.pop("$defs", {}))
         components["InferenceRequest"] = request_schema
+        # Errors, 422 included, are {"error": ...}, not FastAPI's {"detail": [...]}.
+        components["Error"] = _ERROR_SCHEMA
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation["responses"].pop("422", None)
+                operation["responses"]["default"] = _ERROR_RESPONSE
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         app.openapi_schema = schema
     return app.openapi_schema

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Dapr runtime commands at the release pinned in go.mod, from the Go module proxy, with the fixes in
 # patches/ applied to that release's source (each patch says what it mends):
-#   build.sh [--edge] <bin folder> <command>...      (commands: daprd, placement, scheduler)
+#   build.sh [--edge] <bin folder> <command>...      (commands: daprd, placement, scheduler, sentry)
 # --edge builds the trimmed daprd of edge devices: only the components listed in edge-components.txt are
 # registered (the other files of cmd/daprd/components/ are deleted from the patched copy), which makes it smaller
 # and lighter at idle. The patched source is kept in <bin folder>/../src. GOOS and GOARCH cross-compile. What is up
@@ -60,9 +60,12 @@ patched_source() {
 
 for name in "$@"; do
     target="$bin/$name"
-    # Up to date: built for this version and platform, and newer than every file here (go.mod, patches, cmd).
+    # Up to date: built for this version, platform and profile, and newer than what it is built from (go.mod,
+    # go.sum, patches, its own cmd folder, the edge component list; a command added beside it changes nothing of it).
+    inputs=("$here/go.mod" "$here/go.sum" "$here/patches" "$here/cmd/$name")
+    [[ "$profile" == full ]] || inputs+=("$here/edge-components.txt")
     if [[ -x "$target" && "$(cat "$target.version" 2>/dev/null)" == "$stamp" &&
-        -z "$(find "$here" -type f -newer "$target" -print -quit)" ]]; then
+        -z "$(find "${inputs[@]}" -type f -newer "$target" -print -quit)" ]]; then
         continue
     fi
     [[ -n "${modfile:-}" ]] || patched_source
