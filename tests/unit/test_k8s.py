@@ -40,9 +40,9 @@ def template() -> dict:
     return yaml.safe_load((ROOT / "dapr.yaml").read_text())
 
 
-def errors(objects: list[dict], crds: dict, template: dict, dapr: Path) -> list[str]:
+def errors(objects: list[dict], crds: dict, template: dict, dapr: Path, every_app: bool = True) -> list[str]:
     found = list(check.schema_errors(objects, crds))
-    return found + list(check.manifest_errors(objects, template, check.known_annotations(dapr), crds))
+    return found + list(check.manifest_errors(objects, template, check.known_annotations(dapr), crds, every_app))
 
 
 def find(objects: list[dict], kind: str, name: str) -> dict:
@@ -51,7 +51,8 @@ def find(objects: list[dict], kind: str, name: str) -> dict:
 
 def test_every_variant_passes(crds: dict, template: dict, dapr: Path) -> None:
     for folder in check.variants():
-        assert errors(check.render(str(KUSTOMIZE), folder), crds, template, dapr) == [], folder
+        objects = check.render(str(KUSTOMIZE), folder)
+        assert errors(objects, crds, template, dapr, check.runs_every_app(folder)) == [], folder
 
 
 def test_every_app_has_a_sidecar_service_and_budget(base: list[dict]) -> None:
@@ -98,7 +99,8 @@ def test_the_release_sidecar_image_or_none_is_caught(base: list[dict], crds: dic
     del find(broken, "Deployment", "alerts")["spec"]["template"]["metadata"]["annotations"]["dapr.io/sidecar-image"]
     found = errors(broken, crds, template, dapr)
     assert (
-        "features: dapr.io/sidecar-image 'ghcr.io/dapr/daprd:1.18.2' is not a patched daprd 1.18.2-tandem.<n>" in found
+        "features: dapr.io/sidecar-image 'ghcr.io/dapr/daprd:1.18.2' is not a patched daprd 1.18.2-tandem.<n>[-edge]"
+        in found
     )
     assert "alerts: annotation dapr.io/sidecar-image is missing" in found
 
@@ -133,7 +135,13 @@ def own_models() -> list[dict]:
 
 
 def test_dockerfiles_run_what_dapr_yaml_runs(base: list[dict], own_models: list[dict], template: dict) -> None:
-    rendered = {ROOT / "k8s" / "base": base, ROOT / "k8s" / "overlays" / "own-models": own_models}
+    # The edge agent runs on the edge alone, the generic model server in the own-models overlay.
+    edge = check.render(str(KUSTOMIZE), ROOT / "k8s" / "overlays" / "edge")
+    rendered = {
+        ROOT / "k8s" / "base": base,
+        ROOT / "k8s" / "overlays" / "own-models": own_models,
+        ROOT / "k8s" / "overlays" / "edge": edge,
+    }
     for dockerfile in sorted(ROOT.glob("apps/*/Dockerfile")):
         app, objects = check.running_app(dockerfile, rendered)
         assert list(check.dockerfile_errors(app, dockerfile, template, objects)) == [], dockerfile
