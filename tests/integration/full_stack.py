@@ -1,11 +1,10 @@
-"""Every app of `make run` beside its sidecar, on a Stack: free ports, app ids of its own (one suffix for all), mTLS
+"""Every app of `make run` beside its sidecar, on a Stack: free ports, the stack's own app ids (`Stack.app_id`), mTLS
 with a Sentry of its own, and each sidecar's access control from its Kubernetes Configuration as dapr/configs.py
 makes it for `make run`, the app ids renamed. For tests and benchmarks that need the whole stack, not make run's
 fixed ports and names (another stack on the host may hold them)."""
 
 import importlib.util
 import json
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from .stack import ROOT, Process, Sentry, Sidecar, Stack, editing, free_port, wait_until
+from .stack import ROOT, Process, Sentry, Sidecar, Stack, free_port, wait_until
 
 spec = importlib.util.spec_from_file_location("dapr_configs", ROOT / "dapr" / "configs.py")
 configs = importlib.util.module_from_spec(spec)
@@ -39,14 +38,14 @@ class FullStack:
 def start_full_stack(stack: Stack, models: Path, keys: dict[str, str], **env: str) -> FullStack:
     """All apps (the gateway's clients' `keys` in the stack's secret store; `env` for every app), once the gateway is
     ready."""
-    suffix = secrets.token_hex(3)
-    ids = {app: f"{app}-{suffix}" for app in APPS}
+    ids = {app: stack.app_id(app) for app in APPS}
     sentry = stack.start_sentry()
-    resources = _resources(stack, ids)
+    resources = stack.components({})
     stack.secrets_file.write_text(json.dumps({"gateway-api-keys": keys}))
     access = configs.kubernetes_access_control()
     app_env = {
         **{f"{service.upper()}_MODEL_REPOSITORY": str(models) for service in SERVICES},
+        **{f"{service.upper()}_GATEWAY_APP": ids["gateway"] for service in SERVICES},
         "FEATURES_REGRESSION_APP": ids["regression"],
         "GATEWAY_SERVICES": ",".join(ids[service] for service in SERVICES),
         **env,
@@ -78,18 +77,3 @@ def _renamed(access_control: dict | None, ids: dict[str, str]) -> dict | None:
         return access_control
     policies = [{**policy, "appId": ids.get(policy["appId"], policy["appId"])} for policy in access_control["policies"]]
     return {**access_control, "policies": policies}
-
-
-def _resources(stack: Stack, ids: dict[str, str]) -> Path:
-    """The committed components, scoped and targeted as for the committed app ids, for this stack's ids."""
-    scopes = {}
-    for source in (ROOT / "components").glob("*.yaml"):
-        resource = yaml.safe_load(source.read_text())
-        if "scopes" in resource:
-            scopes[resource["metadata"]["name"]] = [ids[app] for app in resource["scopes"] if app in ids]
-    resources = stack.components(scopes)
-    with editing(resources / "resiliency.yaml") as resiliency:
-        targets = resiliency["spec"]["targets"]["apps"]
-        for service in SERVICES:
-            targets[ids[service]] = targets[service]
-    return resources
