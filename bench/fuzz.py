@@ -80,7 +80,14 @@ def main() -> None:
     # Stopped with SIGTERM, it still stops the stack it started (its processes are in sessions of their own).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     key = secrets.token_urlsafe(24)
-    results = {}
+    report = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "schemathesis": subprocess.run([str(SCHEMATHESIS), "--version"], capture_output=True, text=True).stdout.strip(),
+        "checks": CHECKS.split(","),
+        "results": {},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         stack = Stack(work)
@@ -90,23 +97,16 @@ def main() -> None:
             token = {"dapr-api-token": stack.dapr_api_token}
             for app in tqdm(args.apps, desc="fuzzing", unit="app"):
                 headers = {**token, "Authorization": f"Bearer {key}"} if app == "gateway" else token
-                results[app] = fuzz_app(full, app, headers, args.cases, args.seed, work)
-                alive = {name: process.popen.poll() is None for name, process in full.apps.items()}
-                results[app]["every_app_still_up"] = all(alive.values())
+                result = fuzz_app(full, app, headers, args.cases, args.seed, work)
+                result["every_app_still_up"] = all(process.popen.poll() is None for process in full.apps.values())
+                report["results"][app] = result
+                # Written after every app: a run cut short keeps what it measured.
+                (args.out / "fuzz.json").write_text(json.dumps(report, indent=1))
+                (args.out / "fuzz.md").write_text(markdown(report))
         finally:
             stack.close()
-    report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "schemathesis": subprocess.run([str(SCHEMATHESIS), "--version"], capture_output=True, text=True).stdout.strip(),
-        "checks": CHECKS.split(","),
-        "results": results,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fuzz.json").write_text(json.dumps(report, indent=1))
-    (args.out / "fuzz.md").write_text(markdown(report))
     print(markdown(report))
-    if any(result["failures"] for result in results.values()):
+    if any(result["failures"] for result in report["results"].values()):
         sys.exit("fuzzing found failures: see fuzz.md")
 
 

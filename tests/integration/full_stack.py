@@ -1,4 +1,4 @@
-"""Every app of `make run` beside its sidecar, on a Stack: free ports, the stack's app ids (`Stack.app_id`), mTLS
+"""Every app of `make run` beside its sidecar, on a Stack: free ports, the stack's own app ids (`Stack.app_id`), mTLS
 with a Sentry of its own, and each sidecar's access control from its Kubernetes Configuration as dapr/configs.py
 makes it for `make run`, the app ids renamed. For tests and benchmarks that need the whole stack, not make run's
 fixed ports and names (another stack on the host may hold them)."""
@@ -40,7 +40,6 @@ def start_full_stack(stack: Stack, models: Path, keys: dict[str, str], **env: st
     ready."""
     ids = {app: stack.app_id(app) for app in APPS}
     sentry = stack.start_sentry()
-    # The committed components, their scopes and resiliency targets given the stack's ids too.
     resources = stack.components({})
     stack.secrets_file.write_text(json.dumps({"gateway-api-keys": keys}))
     access = configs.kubernetes_access_control()
