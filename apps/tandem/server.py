@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
-from .protocol import HEADER_LENGTH, InferenceError, InferenceRequest, InferenceResponse
+from .fastpath import InferRoute
+from .protocol import InferenceError, InferenceRequest, InferenceResponse
 from .repository import ModelRepository
 from .settings import AppSettings, DaprSettings, ServiceSettings
 from .sidecar import Sidecar, SidecarError
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 # Whether the app can serve now; (False, why) makes /v2/health/ready answer 503 {"error": why}.
 ReadyCheck = Callable[[Request], Awaitable[tuple[bool, str]]]
+# A plain-ASGI route: answers its own paths and passes the others on to the app it wraps.
+AsgiRoute = Callable[[ASGIApp], ASGIApp]
 
 
 def make_base_app(
@@ -47,9 +50,11 @@ def make_base_app(
     lifespan: Lifespan | None = None,
     ready: ReadyCheck | None = None,
     app_token_only_under: tuple[str, ...] | None = None,
+    asgi_routes: tuple[AsgiRoute, ...] = (),
 ) -> FastAPI:
     """Any Tandem app: health, /metrics, /docs, body limit, app-token check (on every path, or only on paths under
-    `app_token_only_under`), errors as {"error": ...}, and `app.state.sidecar`, the pooled client to its sidecar."""
+    `app_token_only_under`), errors as {"error": ...}, and `app.state.sidecar`, the pooled client to its sidecar.
+    `asgi_routes` answer their paths before FastAPI's router does, after the token check and the body limit."""
     dapr = dapr or DaprSettings()
 
     @asynccontextmanager
@@ -65,6 +70,8 @@ def make_base_app(
             await app.state.sidecar.aclose()
 
     app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=kit_lifespan)
+    for route in asgi_routes:  # the first added is the innermost
+        app.add_middleware(route)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token, only_under=app_token_only_under)
@@ -109,7 +116,7 @@ def make_app(
         return request.app.state.dataplane.repository.ready()
 
     routers = (_oip_router(name, settings), *routers)
-    app = make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve)
+    app = make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve, asgi_routes=(InferRoute,))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
     return app
 
@@ -251,18 +258,6 @@ def _oip_router(service: str, settings: ServiceSettings) -> APIRouter:
         dataplane(request).model_ready(model, version)
         return Response(status_code=200)
 
-    @router.post("/v2/models/{model}/infer", response_model=InferenceResponse, openapi_extra=_INFER_BODY)
-    @router.post(
-        "/v2/models/{model}/versions/{version}/infer",
-        response_model=InferenceResponse,
-        openapi_extra=_INFER_BODY,
-    )
-    async def infer(request: Request, model: str, version: str | None = None) -> Response:
-        # Parsed here rather than by FastAPI: JSON needs no Content-Type, and binary tensors follow the JSON.
-        body = await request.body()  # within settings.max_body_bytes: BodyLimitMiddleware sees to it
-        content, headers = await dataplane(request).infer(model, version, body, request.headers.get(HEADER_LENGTH))
-        return Response(content, headers=headers)
-
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
         body = await request.body()
@@ -337,21 +332,54 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error: {type(error).__name__}: {error}")
 
 
-_INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+def _infer_operation(with_version: bool) -> dict[str, Any]:
+    names = ["model", "version"] if with_version else ["model"]
+    error = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "post": {
+            "tags": ["Open Inference Protocol v2"],
+            "summary": "Infer",
+            "description": "JSON (with or without Content-Type), or Triton's binary tensor extension: a JSON header of "
+            "Inference-Header-Content-Length bytes followed by the tensors.",
+            "operationId": "infer_version" if with_version else "infer",
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": name.title()}}
+                for name in names
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "The outputs",
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceResponse"}}},
+                },
+                "400": {"description": "Bad input, named in the error", **error},
+                "404": {"description": "No such model or version", **error},
+                "413": {"description": "The body is over the limit", **error},
+                "422": {"description": "Not an inference request", **error},
+                "503": {"description": "The model is UNAVAILABLE, with the reason", **error},
+            },
+        }
     }
-}
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    # The infer routes read their body themselves; register the request schema they document.
+    # The infer routes are plain ASGI (fastpath.py), which FastAPI does not see: document them and their schemas here.
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        request_schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(request_schema.pop("$defs", {}))
-        components["InferenceRequest"] = request_schema
+        for message in (InferenceRequest, InferenceResponse):
+            message_schema = message.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(message_schema.pop("$defs", {}))
+            components[message.__name__] = message_schema
+        components["Error"] = {
+            "type": "object",
+            "properties": {"error": {"type": "string", "description": "what was wrong"}},
+            "required": ["error"],
+        }
+        schema["paths"]["/v2/models/{model}/infer"] = _infer_operation(with_version=False)
+        schema["paths"]["/v2/models/{model}/versions/{version}/infer"] = _infer_operation(with_version=True)
         app.openapi_schema = schema
     return app.openapi_schema
