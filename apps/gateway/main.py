@@ -3,6 +3,7 @@ owns it through the sidecars, with `/v2/models` across services, a circuit break
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib.metadata import version as package_version
@@ -10,8 +11,11 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tandem.server import make_base_app
 from tandem.settings import AppSettings, DaprSettings, Names
@@ -190,15 +194,74 @@ async def repository_index(
     return [entry for entry in request.app.state.directory.listing() if not ready_only or entry["state"] == "READY"]
 
 
-@router.api_route("/v2/models/{model}", methods=["GET"])
-@router.api_route("/v2/models/{model}/{rest:path}", methods=["GET", "POST"])
-async def model_route(request: Request, model: str, rest: str = "") -> Response:
+async def forward_model_route(request: Request, model: str) -> Response:
     """Any OIP model route (metadata, ready, infer, with or without a version) of the service owning `model`."""
     service = await request.app.state.directory.owner(model)
     if service is None:
         raise HTTPException(404, f"model {model!r} is not served by any service (GET /v2/models lists them)")
     breaker = request.app.state.breakers.setdefault(service, new_breaker())
     return await request.app.state.forwarder.forward(service, request, breaker)
+
+
+# Path segments as FastAPI matches "/v2/models/{model}" and "/v2/models/{model}/{rest:path}".
+MODEL_PATH = re.compile(r"/v2/models/(?P<model>[^/]+)(?P<rest>/.*)?")
+
+
+class ModelRoutes:
+    """`/v2/models/{model}` and every path below it, forwarded as plain ASGI: the gateway's hot path, where FastAPI's
+    routing and per-request dependency machinery cost more than the forwarding (bench/results/hotpath.md). The API
+    key and rate limit are checked as on the gateway's other routes; other paths go on to the FastAPI app."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = MODEL_PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        allowed = ("GET",) if match["rest"] is None else ("GET", "POST")
+        request = Request(scope, receive)
+        response: Response
+        try:
+            if scope["method"] not in allowed:
+                raise HTTPException(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
+            await authenticate(request)
+            response = await forward_model_route(request, match["model"])
+        except HTTPException as error:
+            response = JSONResponse({"error": str(error.detail)}, error.status_code, error.headers)
+        await response(scope, receive, send)
+
+
+def model_routes_openapi(app: FastAPI) -> dict[str, Any]:
+    """The gateway's OpenAPI, with the model routes that ModelRoutes answers (FastAPI does not see them)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in ("model", "rest")
+        ]
+        forwarded = {
+            "tags": ["Gateway"],
+            "description": "Forwarded as it came to the service that owns the model; its answer comes back as it was.",
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {"description": "The service's answer"},
+                "401": {"description": "Missing or unknown API key"},
+                "404": {"description": "No service serves the model"},
+                "429": {"description": "Over the client's rate limit"},
+                "503": {"description": "The service is unavailable or its circuit breaker open"},
+            },
+        }
+        schema["paths"]["/v2/models/{model}"] = {
+            "get": {**forwarded, "summary": "Model metadata", "parameters": parameters[:1]}
+        }
+        schema["paths"]["/v2/models/{model}/{rest}"] = {
+            method: {**forwarded, "summary": "Any OIP model route (ready, infer, versions)", "parameters": parameters}
+            for method in ("get", "post")
+        }
+        schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 @router.get("/status")
@@ -263,4 +326,6 @@ app = make_base_app(
     lifespan=lifespan,
     ready=ready,
     app_token_only_under=("/dapr/", "/events/", "/services/"),
+    asgi_routes=(ModelRoutes,),
 )
+app.openapi = lambda: model_routes_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it

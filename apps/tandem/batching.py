@@ -1,6 +1,7 @@
 """Adaptive batching: requests for one model version that arrive while it is busy run together.
 
-When the model is free, what is queued runs at once. A batch waits for more company only when waiting pays: when
+When the model is free, what is queued runs at once; a model cheap enough to run on the event loop (see runner.py)
+that is idle runs a request at once, alone, without the hop through the batch worker. A batch waits for more company only when waiting pays: when
 the next request is expected (the measured gap between arrivals) sooner than the time its joining saves (the
 measured fixed cost of a model call, what running it alone would cost on top of its rows), and never longer than
 `max_wait` in all. For a small model on a busy CPU the fixed cost is a few microseconds and requests come tens of
@@ -23,6 +24,8 @@ from .runtime import Model
 FULL = "full"  # it reached max_batch_size rows
 MAX_WAIT = "max_wait"  # it waited max_wait for company
 QUEUE_EMPTY = "queue_empty"  # nothing more was queued, and waiting for more would not pay
+IDLE = "idle"  # the model was idle and runs on the event loop: the request ran at once, alone
+REASONS = (FULL, MAX_WAIT, QUEUE_EMPTY, IDLE)
 # Weight of the newest observation in the averages below: they follow a changing load within tens of requests.
 _NEWEST = 0.1
 
@@ -90,7 +93,8 @@ class AdaptiveBatcher:
         # Seconds between arrivals, averaged; unknown (no company expected) until two requests came.
         self.gap: float | None = None
         self.last_arrival: float | None = None
-        self.closed = {reason: BATCHES.labels(*labels, reason) for reason in (FULL, MAX_WAIT, QUEUE_EMPTY)}
+        self.busy = False  # a batch is being gathered or run
+        self.closed = {reason: BATCHES.labels(*labels, reason) for reason in REASONS}
         self.sizes = BATCH_SIZE.labels(*labels)
         self.queue_seconds = BATCH_QUEUE_SECONDS.labels(*labels)
 
@@ -104,6 +108,16 @@ class AdaptiveBatcher:
             gap = now - self.last_arrival
             self.gap = gap if self.gap is None else self.gap + _NEWEST * (gap - self.gap)
         self.last_arrival = now
+        rows = next(iter(inputs.values())).shape[0]
+        if not self.busy and self.queue.empty() and self.runner.inline(rows):
+            # A model cheap enough for the event loop runs to the end before anyone else can arrive, so nobody could
+            # join its batch, and the hop through the worker would cost more than the call (bench/results/hotpath.md).
+            self.closed[IDLE].inc()
+            self.sizes.observe(rows)
+            self.queue_seconds.observe(0.0)
+            results = await self.runner(inputs, outputs, rows)
+            self.cost.add(rows, self.runner.last_seconds)
+            return {name: results[name] for name in outputs}
         pending = _Pending(inputs, loop.create_future(), now)
         self.queue.put_nowait(pending)
         results = await pending.future
@@ -118,12 +132,14 @@ class AdaptiveBatcher:
     async def _work(self) -> None:
         while True:
             batch = [await self.queue.get()]
+            self.busy = True
             try:
                 reason = await self._gather(batch)
                 self.closed[reason].inc()
                 for group in _groups(batch):
                     await self._run(group)
             finally:
+                self.busy = False
                 for _ in batch:
                     self.queue.task_done()
 
@@ -158,7 +174,10 @@ class AdaptiveBatcher:
             return
         for pending in live:
             self.queue_seconds.observe(loop.time() - pending.queued_at)
-        inputs = {name: np.concatenate([pending.inputs[name] for pending in live]) for name in live[0].inputs}
+        if len(live) == 1:
+            inputs = live[0].inputs
+        else:
+            inputs = {name: np.concatenate([pending.inputs[name] for pending in live]) for name in live[0].inputs}
         rows = sum(pending.rows for pending in live)
         self.sizes.observe(rows)
         try:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from tandem.batching import FULL, MAX_WAIT, QUEUE_EMPTY, AdaptiveBatcher, CallCost
+from tandem.batching import FULL, IDLE, MAX_WAIT, QUEUE_EMPTY, AdaptiveBatcher, CallCost
 from tandem.card import ModelCard
 from tandem.protocol import InferenceError
 from tandem.runtime import Model
@@ -177,3 +177,21 @@ def test_a_model_whose_outputs_are_not_batch_major_cannot_batch():
     model.outputs["y"] = model.outputs["y"].__class__("y", "FP32", [3])
     with pytest.raises(ValueError, match="cannot batch"):
         AdaptiveBatcher(model, ("m", "1"), max_batch_size=4, max_wait=0.01)
+
+
+def test_an_idle_model_cheap_enough_for_the_event_loop_runs_each_request_at_once():
+    model = Doubler()
+    labels = ("idle", "1")
+    # Any call under a second counts as cheap: after its first call (in a thread: its cost is unknown) the model
+    # runs on the event loop, where nobody can join its batch.
+    batcher = AdaptiveBatcher(model, labels, max_batch_size=8, max_wait=3600, inline_below=1.0)
+
+    async def one_at_a_time() -> None:
+        for n in range(3):
+            result = await asyncio.wait_for(batcher.predict({"x": np.full((1, 2), n, np.float32)}, ["y"]), 30)
+            np.testing.assert_array_equal(result["y"], np.full((1, 2), 2 * n))
+
+    asyncio.run(one_at_a_time())
+    assert model.batches == [(1, 2)] * 3
+    assert (closed(labels, QUEUE_EMPTY), closed(labels, IDLE)) == (1, 2)
+    assert REGISTRY.get_sample_value("tandem_batch_size_count", {"model": "idle", "version": "1"}) == 3
