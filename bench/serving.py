@@ -415,19 +415,19 @@ def run_raw(workload: Workload, seconds: float, results: Results) -> None:
     results.raw_batches[workload.name] = batches
     best = max(batches, key=lambda batch: batches[batch]["requests_per_s"])
     for batch, batching in ((1, False), (best, True)):
-        results.cases.append(
-            {
-                "model": workload.name,
-                "server": "onnxruntime",
-                "batching": batching,
-                "concurrency": None,
-                "batch": batch,
-                **batches[batch],
-                "errors": 0,
-                "rss_mib": raw["rss_mib"],
-                "ready_s": raw["ready_s"],
-            }
-        )
+        case = {
+            "model": workload.name,
+            "server": "onnxruntime",
+            "batching": batching,
+            "concurrency": None,
+            "batch": batch,
+            **batches[batch],
+            "errors": 0,
+            "rss_mib": raw["rss_mib"],
+            "ready_s": raw["ready_s"],
+            "rounds": [{key: batches[batch][key] for key in ("requests_per_s", "p50_ms", "cpu_us_per_request")}],
+        }
+        results.cases.append({name: case[name] for name in FIELDS})
 
 
 @dataclass
@@ -524,17 +524,16 @@ def run_model(run: Run, target: Target, args: argparse.Namespace, results: Resul
             )
         ready = {(endpoint.server, batching): endpoint.ready_s for batching, endpoint in endpoints}
         for (server, batching, concurrency), samples in runs.items():
-            results.cases.append(
-                {
-                    "model": workload.name,
-                    "server": server,
-                    "batching": batching,
-                    "concurrency": concurrency,
-                    "batch": None,
-                    **median_case(samples),
-                    "ready_s": ready[server, batching],
-                }
-            )
+            case = {
+                "model": workload.name,
+                "server": server,
+                "batching": batching,
+                "concurrency": concurrency,
+                "batch": None,
+                **median_case(samples),
+                "ready_s": ready[server, batching],
+            }
+            results.cases.append({name: case[name] for name in FIELDS})
     finally:
         for _, deployment in deployments:
             deployment.close()
