@@ -36,18 +36,18 @@ PATHS = ["direct", "one sidecar", "two sidecars", "gateway"]
 def start(stack: Stack) -> dict[str, Endpoint]:
     models = ROOT / "models"
     regression, app_port = stack.start_service("regression", models, REGRESSION_MODELS="diabetes")
-    _, gateway_sidecar, gateway_port = stack.start_gateway(
-        {"bench": KEY}, GATEWAY_SERVICES="regression", GATEWAY_RATE_LIMIT="0"
-    )
+    # The stack's own app ids (over mDNS a fixed "regression" could be another stack's); the gateway routes to them.
+    _, gateway_sidecar, gateway_port = stack.start_gateway({"bench": KEY}, GATEWAY_RATE_LIMIT="0")
+    service = stack.app_id("regression")
     infer = "v2/models/diabetes/infer"
     dapr = {"dapr-api-token": stack.dapr_api_token}
     return {
         "direct": Endpoint(
             "direct", f"http://127.0.0.1:{app_port}/{infer}", {"dapr-api-token": stack.app_api_token}, [], 0
         ),
-        "one sidecar": Endpoint("one sidecar", f"{regression.url}/v1.0/invoke/regression/method/{infer}", dapr, [], 0),
+        "one sidecar": Endpoint("one sidecar", f"{regression.url}/v1.0/invoke/{service}/method/{infer}", dapr, [], 0),
         "two sidecars": Endpoint(
-            "two sidecars", f"{gateway_sidecar.url}/v1.0/invoke/regression/method/{infer}", dapr, [], 0
+            "two sidecars", f"{gateway_sidecar.url}/v1.0/invoke/{service}/method/{infer}", dapr, [], 0
         ),
         "gateway": Endpoint(
             "gateway", f"http://127.0.0.1:{gateway_port}/{infer}", {"Authorization": f"Bearer {KEY}"}, [], 0

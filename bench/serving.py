@@ -142,15 +142,23 @@ def start_plain(run: Run, workload: Workload, batching: bool) -> Deployment:
 
 def start_tandem(run: Run, workload: Workload, batching: bool) -> Deployment:
     """The model's Tandem service with only that model, its sidecar, and the gateway beside its own sidecar
-    (tokens on, as in `make run`; the gateway's rate limit off)."""
+    (tokens on, as in `make run`; the gateway's rate limit off). Its own folder and app ids: sidecars find each
+    other by app id over mDNS, so the deployments of one run (and other stacks on the host) must not share one."""
     service = SERVICE[workload.name]
     prefix = service.upper()
-    env = {f"{prefix}_MODEL_REPOSITORY": str(run.tandem_models), f"{prefix}_MODELS": workload.name}
+    work = run.work / f"tandem-{workload.name}-{'batching' if batching else 'plain'}"
+    work.mkdir(exist_ok=True)
+    stack = Stack(work, redis_port=run.redis_port)
+    app_id = stack.app_id(service)
+    env = {
+        f"{prefix}_MODEL_REPOSITORY": str(run.tandem_models),
+        f"{prefix}_MODELS": workload.name,
+        f"{prefix}_GATEWAY_APP": stack.app_id("gateway"),
+    }
     if batching:
         env[f"{prefix}_BATCHING"] = json.dumps(
             {workload.name: {"max_batch_size": MAX_BATCH_SIZE, "max_wait_ms": MAX_WAIT_MS}}
         )
-    stack = Stack(run.work, redis_port=run.redis_port)
     try:
         app_port, sidecar_port = free_port(), free_port()
         started = time.perf_counter()
@@ -158,12 +166,11 @@ def start_tandem(run: Run, workload: Workload, batching: bool) -> Deployment:
             service, [sys.executable, "-m", service], app_port, DAPR_HTTP_PORT=str(sidecar_port), **env
         )
         app_ready = time.perf_counter() - started
-        sidecar = stack.start_sidecar(service, stack.components({}), app_port, sidecar_port)
+        sidecar = stack.start_sidecar(app_id, stack.components({}), app_port, sidecar_port)
+        stack.services[service] = app_id
         sidecar_ready = time.perf_counter() - started
-        # The gateway routing to `service` through its own sidecar; a client key in the stack's secret store.
-        gateway, gateway_sidecar, gateway_port = stack.start_gateway(
-            {"bench": GATEWAY_KEY}, GATEWAY_SERVICES=service, GATEWAY_RATE_LIMIT="0"
-        )
+        # The gateway routing to the service through its own sidecar; a client key in the stack's secret store.
+        gateway, gateway_sidecar, gateway_port = stack.start_gateway({"bench": GATEWAY_KEY}, GATEWAY_RATE_LIMIT="0")
         gateway_ready = time.perf_counter() - started
     except BaseException:
         stack.close()
@@ -180,7 +187,7 @@ def start_tandem(run: Run, workload: Workload, batching: bool) -> Deployment:
             ),
             Endpoint(
                 "tandem-sidecar",
-                f"{sidecar.url}/v1.0/invoke/{service}/method/{route}",
+                f"{sidecar.url}/v1.0/invoke/{app_id}/method/{route}",
                 {"dapr-api-token": stack.dapr_api_token},
                 [app, sidecar.process],
                 sidecar_ready,
