@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(CURDIR)/$(RUNTIME)/.dapr/bin:$(PATH)
 export DAPR_RUNTIME_PATH := $(CURDIR)/$(RUNTIME)
 
-.PHONY: setup deps runtime models run test lint k8s-check clean bench
+.PHONY: setup deps runtime models run serve-models test lint k8s-check clean bench
 
 setup: deps runtime models
 
@@ -29,6 +29,13 @@ models: deps
 run: setup
 	dapr/run.sh
 
+# A repository of your own served beside the running stack (`make run` in another terminal), see the README:
+#   make serve-models MODELS=my-models [APP_ID=my-models] [PORT=8080]
+APP_ID ?= my-models
+PORT ?= 8080
+serve-models: setup
+	dapr/serve.sh $(APP_ID) $(MODELS) $(PORT)
+
 test: setup lint k8s-check
 	$(BIN)/python -m pytest
 
@@ -43,8 +50,8 @@ bench: setup
 	$(BIN)/python -m bench.hotpath
 
 lint: deps
-	$(BIN)/ruff check apps models tests bench k8s
-	$(BIN)/ruff format --check apps models tests bench k8s
+	$(BIN)/ruff check apps models tests bench k8s dapr
+	$(BIN)/ruff format --check apps models tests bench k8s dapr
 	$(BIN)/mypy
 
 # kustomize from the Go module proxy (no kubectl needed), then k8s/check.py: every overlay renders, every object

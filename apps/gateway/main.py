@@ -7,11 +7,10 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib.metadata import version as package_version
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import httpx
 from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException
@@ -203,6 +202,19 @@ async def forward_model_route(request: Request, model: str) -> Response:
     return await request.app.state.forwarder.forward(service, request, breaker)
 
 
+def _forwarded(summary: str, parameters: list[str], method: str) -> dict[str, Any]:
+    return {
+        "tags": ["Gateway"],
+        "summary": summary,
+        "description": "Forwarded as it came to the service that owns `model`; its answer comes back as it was.",
+        "operationId": f"model_route_{'_'.join(parameters)}_{method}",
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in parameters
+        ],
+        "responses": {"200": {"description": "The service's answer", "content": {"application/json": {"schema": {}}}}},
+    }
+
+
 # Path segments as FastAPI matches "/v2/models/{model}" and "/v2/models/{model}/{rest:path}".
 MODEL_PATH = re.compile(r"/v2/models/(?P<model>[^/]+)(?P<rest>/.*)?")
 
@@ -211,6 +223,16 @@ class ModelRoutes:
     """`/v2/models/{model}` and every path below it, forwarded as plain ASGI: the gateway's hot path, where FastAPI's
     routing and per-request dependency machinery cost more than the forwarding (bench/results/hotpath.md). The API
     key and rate limit are checked as on the gateway's other routes; other paths go on to the FastAPI app."""
+
+    openapi_paths: ClassVar[dict[str, Any]] = {
+        "/v2/models/{model}": {"get": _forwarded("Model metadata", ["model"], "get")},
+        "/v2/models/{model}/{rest}": {
+            method: _forwarded(
+                "Any OIP model route (ready, infer, with or without a version)", ["model", "rest"], method
+            )
+            for method in ("get", "post")
+        },
+    }
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -231,37 +253,6 @@ class ModelRoutes:
         except HTTPException as error:
             response = JSONResponse({"error": str(error.detail)}, error.status_code, error.headers)
         await response(scope, receive, send)
-
-
-def model_routes_openapi(app: FastAPI) -> dict[str, Any]:
-    """The gateway's OpenAPI, with the model routes that ModelRoutes answers (FastAPI does not see them)."""
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in ("model", "rest")
-        ]
-        forwarded = {
-            "tags": ["Gateway"],
-            "description": "Forwarded as it came to the service that owns the model; its answer comes back as it was.",
-            "security": [{"bearer": []}],
-            "responses": {
-                "200": {"description": "The service's answer"},
-                "401": {"description": "Missing or unknown API key"},
-                "404": {"description": "No service serves the model"},
-                "429": {"description": "Over the client's rate limit"},
-                "503": {"description": "The service is unavailable or its circuit breaker open"},
-            },
-        }
-        schema["paths"]["/v2/models/{model}"] = {
-            "get": {**forwarded, "summary": "Model metadata", "parameters": parameters[:1]}
-        }
-        schema["paths"]["/v2/models/{model}/{rest}"] = {
-            method: {**forwarded, "summary": "Any OIP model route (ready, infer, versions)", "parameters": parameters}
-            for method in ("get", "post")
-        }
-        schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        app.openapi_schema = schema
-    return app.openapi_schema
 
 
 @router.get("/status")
@@ -328,4 +319,3 @@ app = make_base_app(
     app_token_only_under=("/dapr/", "/events/", "/services/"),
     asgi_routes=(ModelRoutes,),
 )
-app.openapi = lambda: model_routes_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it

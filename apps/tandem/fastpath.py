@@ -8,6 +8,7 @@ anything else goes on to the FastAPI app, and an unexpected error reaches the ap
 """
 
 import re
+from typing import Any, ClassVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,10 +18,42 @@ from .protocol import HEADER_LENGTH, InferenceError, error_body
 # Path segments as FastAPI matches "{model}": anything but "/" (the path is already percent-decoded).
 INFER_PATH = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 _HEADER_LENGTH = HEADER_LENGTH.encode()
+JSON = "application/json"
+
+
+def _operation(parameters: list[str]) -> dict[str, Any]:
+    return {
+        "post": {
+            "tags": ["Open Inference Protocol v2"],
+            "summary": "Infer",
+            "description": "JSON (with or without Content-Type), or Triton's binary tensor extension: a JSON header of "
+            "Inference-Header-Content-Length bytes followed by the tensors.",
+            "operationId": "infer_" + "_".join(parameters),
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": name.title()}}
+                for name in parameters
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "The outputs",
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceResponse"}}},
+                }
+            },
+        }
+    }
 
 
 class InferRoute:
     """Answers the infer paths itself; passes every other request to `app`."""
+
+    openapi_paths: ClassVar[dict[str, Any]] = {
+        "/v2/models/{model}/infer": _operation(["model"]),
+        "/v2/models/{model}/versions/{version}/infer": _operation(["model", "version"]),
+    }
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -30,9 +63,7 @@ class InferRoute:
         if match is None:
             await self.app(scope, receive, send)
         elif scope["method"] != "POST":
-            await _answer(
-                send, 405, error_body("Method Not Allowed"), {"content-type": "application/json", "allow": "POST"}
-            )
+            await _answer(send, 405, error_body("Method Not Allowed"), {"content-type": JSON, "allow": "POST"})
         else:
             await _infer(scope["app"].state.dataplane, match["model"], match["version"], scope, receive, send)
 
@@ -47,7 +78,7 @@ async def _infer(
     try:
         content, headers = await dataplane.infer(model, version, body, header_length)
     except InferenceError as error:
-        await _answer(send, error.status_code, error_body(str(error)), {"content-type": "application/json"})
+        await _answer(send, error.status_code, error_body(str(error)), {"content-type": JSON})
         return
     await _answer(send, 200, content, headers)
 

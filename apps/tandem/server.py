@@ -7,10 +7,12 @@ Routes only translate HTTP to the data plane and back; errors leave as `{"error"
 import asyncio
 import json
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import uvicorn
@@ -38,8 +40,17 @@ log = logging.getLogger(__name__)
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 # Whether the app can serve now; (False, why) makes /v2/health/ready answer 503 {"error": why}.
 ReadyCheck = Callable[[Request], Awaitable[tuple[bool, str]]]
-# A plain-ASGI route: answers its own paths and passes the others on to the app it wraps.
-AsgiRoute = Callable[[ASGIApp], ASGIApp]
+
+
+class AsgiRoute(Protocol):
+    """A plain-ASGI route: answers its own paths, passes the others on to the app it wraps, and documents its paths
+    (OpenAPI path items; every operation gets the kit's error response as its default)."""
+
+    openapi_paths: ClassVar[dict[str, Any]]
+
+    def __init__(self, app: ASGIApp) -> None: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
 def make_base_app(
@@ -50,7 +61,7 @@ def make_base_app(
     lifespan: Lifespan | None = None,
     ready: ReadyCheck | None = None,
     app_token_only_under: tuple[str, ...] | None = None,
-    asgi_routes: tuple[AsgiRoute, ...] = (),
+    asgi_routes: tuple[type[AsgiRoute], ...] = (),
 ) -> FastAPI:
     """Any Tandem app: health, /metrics, /docs, body limit, app-token check (on every path, or only on paths under
     `app_token_only_under`), errors as {"error": ...}, and `app.state.sidecar`, the pooled client to its sidecar.
@@ -80,6 +91,7 @@ def make_base_app(
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)
+    app.openapi = lambda: _openapi(app, asgi_routes)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
     return app
 
 
@@ -116,9 +128,9 @@ def make_app(
         return request.app.state.dataplane.repository.ready()
 
     routers = (_oip_router(name, settings), *routers)
-    app = make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve, asgi_routes=(InferRoute,))
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
-    return app
+    return make_base_app(
+        name, settings, dapr, routers, lifespan=load_models, ready=can_serve, asgi_routes=(InferRoute,)
+    )
 
 
 async def keep_registered(sidecar: Sidecar, settings: ServiceSettings) -> None:
@@ -319,67 +331,69 @@ def _add_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(part) for part in first["loc"])
         return _error(422, f"invalid request at '{where}': {first['msg']}")
 
+    # 5xx bodies name what failed and a request id, never the error's own text (it can carry addresses, keys or
+    # what Redis said): that goes to the log under the same id.
     @app.exception_handler(SidecarError)
     async def sidecar_error(request: Request, error: SidecarError) -> JSONResponse:
-        return _error(502, str(error))
+        return _server_error(request, 502, f"{error.what}: the Dapr sidecar answered {error.status}", error)
 
     @app.exception_handler(httpx.TransportError)
     async def sidecar_unreachable(request: Request, error: httpx.TransportError) -> JSONResponse:
-        return _error(503, f"the Dapr sidecar could not be reached: {type(error).__name__}: {error}")
+        return _server_error(request, 503, f"the Dapr sidecar could not be reached ({type(error).__name__})", error)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(error).__name__}: {error}")
+        return _server_error(request, 500, "internal error", error)
 
 
-def _infer_operation(with_version: bool) -> dict[str, Any]:
-    names = ["model", "version"] if with_version else ["model"]
-    error = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    return {
-        "post": {
-            "tags": ["Open Inference Protocol v2"],
-            "summary": "Infer",
-            "description": "JSON (with or without Content-Type), or Triton's binary tensor extension: a JSON header of "
-            "Inference-Header-Content-Length bytes followed by the tensors.",
-            "operationId": "infer_version" if with_version else "infer",
-            "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": name.title()}}
-                for name in names
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
-            },
-            "responses": {
-                "200": {
-                    "description": "The outputs",
-                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceResponse"}}},
-                },
-                "400": {"description": "Bad input, named in the error", **error},
-                "404": {"description": "No such model or version", **error},
-                "413": {"description": "The body is over the limit", **error},
-                "422": {"description": "Not an inference request", **error},
-                "503": {"description": "The model is UNAVAILABLE, with the reason", **error},
-            },
-        }
-    }
+# What a caller may send as its own request id (the gateway passes one on); anything else gets a new one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    # The infer routes are plain ASGI (fastpath.py), which FastAPI does not see: document them and their schemas here.
+def _server_error(request: Request, status: int, message: str, error: Exception) -> JSONResponse:
+    sent = request.headers.get("x-request-id", "")
+    request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    log.error("%s %s: %s (request id %s)", request.method, request.url.path, message, request_id, exc_info=error)
+    return _error(status, f"{message} (request id {request_id})", {"x-request-id": request_id})
+
+
+# What every route may answer besides its own: the kit's error handlers and middleware answer {"error": "..."}; a
+# sidecar in between (the only way in when APP_API_TOKEN is set) answers its own refusals in Dapr's error shape.
+_ERROR_RESPONSE = {
+    "description": "An error: 4xx for what was wrong with the request, 5xx when the service or a sidecar failed",
+    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_ERROR_SCHEMA = {
+    "anyOf": [
+        {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+        {
+            "type": "object",
+            "properties": {"errorCode": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["errorCode", "message"],
+        },
+    ]
+}
+
+
+def _openapi(app: FastAPI, asgi_routes: tuple[type[AsgiRoute], ...]) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        # The plain-ASGI routes are not FastAPI's: they document themselves.
+        for route in asgi_routes:
+            schema["paths"].update(route.openapi_paths)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        # The infer routes read and write their bodies themselves; register the schemas they document.
         for message in (InferenceRequest, InferenceResponse):
             message_schema = message.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(message_schema.pop("$defs", {}))
             components[message.__name__] = message_schema
-        components["Error"] = {
-            "type": "object",
-            "properties": {"error": {"type": "string", "description": "what was wrong"}},
-            "required": ["error"],
-        }
-        schema["paths"]["/v2/models/{model}/infer"] = _infer_operation(with_version=False)
-        schema["paths"]["/v2/models/{model}/versions/{version}/infer"] = _infer_operation(with_version=True)
+        # Errors, 422 included, are {"error": ...}, not FastAPI's {"detail": [...]}.
+        components["Error"] = _ERROR_SCHEMA
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation["responses"].pop("422", None)
+                operation["responses"]["default"] = _ERROR_RESPONSE
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         app.openapi_schema = schema
     return app.openapi_schema

@@ -18,12 +18,13 @@ KEEP = object()
 
 
 class SidecarError(Exception):
-    """The sidecar answered with an error; `status` and `body` are what it said."""
+    """The sidecar answered with an error to `what` was asked; `status` and `body` are what it said."""
 
     def __init__(self, status: int, body: str, what: str):
         super().__init__(f"{what}: sidecar answered {status}: {body}")
         self.status = status
         self.body = body
+        self.what = what
 
 
 class ETagMismatch(SidecarError):

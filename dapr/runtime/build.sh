@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Dapr runtime commands at the release pinned in go.mod, from the Go module proxy, with the fixes in
 # patches/ applied to that release's source (each patch says what it mends):
-#   build.sh <bin folder> <command>...      (commands: daprd, placement, scheduler)
+#   build.sh <bin folder> <command>...      (commands: daprd, placement, scheduler, sentry)
 # The patched source is kept in <bin folder>/../src. GOOS and GOARCH cross-compile. What is up to date is not
 # rebuilt. Used by dapr/install.sh (the runtime of `make run` and the tests) and dapr/runtime/Dockerfile (the
 # sidecar image for Kubernetes).
@@ -36,9 +36,10 @@ patched_source() {
 
 for name in "$@"; do
     target="$bin/$name"
-    # Up to date: built for this version and platform, and newer than every file here (go.mod, patches, cmd).
+    # Up to date: built for this version and platform, and newer than what it is built from (go.mod, go.sum,
+    # patches, its own cmd folder; a command added beside it changes nothing of it).
     if [[ -x "$target" && "$(cat "$target.version" 2>/dev/null)" == "$version $platform" &&
-        -z "$(find "$here" -type f -newer "$target" -print -quit)" ]]; then
+        -z "$(find "$here/go.mod" "$here/go.sum" "$here/patches" "$here/cmd/$name" -type f -newer "$target" -print -quit)" ]]; then
         continue
     fi
     [[ -n "${modfile:-}" ]] || patched_source

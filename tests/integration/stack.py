@@ -118,10 +118,25 @@ class Sidecar:
     app_id: str
     http_port: int
     process: Process
+    internal_grpc_port: int = 0  # sidecar to sidecar (service invocation): mTLS when on, never a token
+    metrics_port: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+
+@dataclass
+class Sentry:
+    """Dapr's certificate authority: sidecars started with it talk to each other over mTLS."""
+
+    address: str
+    credentials: Path  # its root (ca.crt) and issuer (issuer.crt, issuer.key), made by Sentry itself
+    process: Process
+
+    @property
+    def trust_anchors(self) -> str:
+        return (self.credentials / "ca.crt").read_text()
 
 
 @dataclass
@@ -198,19 +213,30 @@ class Stack:
         app_port: int | None = None,
         http_port: int | None = None,
         health_path: str = "/v2/health/ready",
+        config: Path = ROOT / "dapr" / "config.yaml",
+        sentry: Sentry | None = None,
     ) -> Sidecar:
-        http_port = http_port or free_port()
+        """daprd for `app_id`, every server of it on loopback (as in `make run`); with `sentry`, mTLS on."""
+        http_port, internal_grpc_port, metrics_port = http_port or free_port(), free_port(), free_port()
         command = [
             str(DAPRD),
             "--app-id", app_id,
             "--dapr-http-port", str(http_port),
             "--dapr-grpc-port", str(free_port()),
-            "--dapr-internal-grpc-port", str(free_port()),
-            "--metrics-port", str(free_port()),
+            "--dapr-internal-grpc-port", str(internal_grpc_port),
+            "--metrics-port", str(metrics_port),
+            "--dapr-listen-addresses", "127.0.0.1",
+            "--dapr-internal-grpc-listen-address", "127.0.0.1",
+            "--metrics-listen-address", "127.0.0.1",
             "--resources-path", str(resources),
-            "--config", str(ROOT / "dapr" / "config.yaml"),
+            "--config", str(config),
             "--log-level", "info",
         ]  # fmt: skip
+        # Announced over mDNS at the address its internal gRPC server listens on.
+        env = {"DAPR_HOST_IP": "127.0.0.1"}
+        if sentry is not None:
+            command += ["--enable-mtls", "--sentry-address", sentry.address]
+            env["DAPR_TRUST_ANCHORS"] = sentry.trust_anchors
         if app_port is not None:
             command += [
                 "--app-port",
@@ -222,15 +248,34 @@ class Stack:
         process = self._start(
             f"daprd-{app_id}",
             command,
-            env=environment(APP_API_TOKEN=self.app_api_token, DAPR_API_TOKEN=self.dapr_api_token),
+            env=environment(APP_API_TOKEN=self.app_api_token, DAPR_API_TOKEN=self.dapr_api_token, **env),
         )
-        sidecar = Sidecar(app_id, http_port, process)
+        sidecar = Sidecar(app_id, http_port, process, internal_grpc_port, metrics_port)
         wait_until(
             lambda: httpx.get(f"{sidecar.url}/v1.0/healthz").status_code == 204,
             f"daprd {app_id} healthy",
             process=process,
         )
         return sidecar
+
+    def start_sentry(self) -> Sentry:
+        """Sentry on loopback and free ports; it makes its own root and issuer in the stack's folder."""
+        port, credentials = free_port(), self.work / "sentry"
+        credentials.mkdir()
+        command = [
+            str(DAPRD.parent / "sentry"),
+            "--issuer-credentials", str(credentials),
+            "--trust-domain", "localhost",
+            "--config", str(ROOT / "dapr" / "config.yaml"),
+            "--listen-address", "127.0.0.1",
+            "--port", str(port),
+            "--healthz-listen-address", "127.0.0.1",
+            "--healthz-port", str(free_port()),
+            "--enable-metrics=false",
+        ]  # fmt: skip
+        process = self._start("sentry", command)
+        wait_until(lambda: (credentials / "ca.crt").exists() and _accepts(port), "Sentry serving", process=process)
+        return Sentry(f"127.0.0.1:{port}", credentials, process)
 
     def start_service(self, service: str, models: Path, **env: str) -> tuple[Sidecar, int]:
         """A Tandem service (`python -m <service>`) and its sidecar (app id `app_id(service)`); returns the sidecar and
@@ -263,8 +308,7 @@ class Stack:
         command = [sys.executable, "-m", "gateway"]
         env = {"GATEWAY_SERVICES": ",".join(self.services.values()), **env}
         process = self.start_app("gateway", command, app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
-        # As in dapr.yaml: its sidecar watches liveness, since readiness follows the model services and
-        # model-change announcements must flow while one is down.
+        # As in dapr.yaml: its sidecar watches liveness (the gateway's readiness includes its sidecar being up).
         resources = self.components({})
         sidecar = self.start_sidecar(
             self.app_id("gateway"), resources, app_port, sidecar_port, health_path="/v2/health/live"
@@ -291,3 +335,8 @@ def _redis_ping(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
         sock.sendall(b"PING\r\n")
         return sock.recv(16).startswith(b"+PONG")
+
+
+def _accepts(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True

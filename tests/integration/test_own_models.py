@@ -8,7 +8,7 @@ Then isolation: a broken card in the same repository leaves the rest serving; ki
 runs through the gateway against these models gives them 0 errors, and the gateway stays ready.
 
 Bad inputs tried: a card with an unknown field (in the served repository); requests to the models of a killed
-service.
+service; to the route for people, both rows and texts, neither, and texts for a table model.
 """
 
 import asyncio
@@ -208,3 +208,21 @@ def test_killing_another_service_leaves_these_models_answering_and_the_gateway_r
         regression.restart()
     assert answers and set(answers) == {200}, {code: answers.count(code) for code in set(answers)}
     assert readiness and set(readiness) == {200}
+
+
+def test_the_route_for_people_takes_texts_and_rows(own: Own, stack: Stack):
+    url, headers = headers_for(own, "sidecar", stack)
+    texts = httpx.post(f"http://{url}/predict/my-minilm", json={"texts": list(SENTENCES)}, headers=headers)
+    assert texts.status_code == 200, texts.text
+    embeddings = [prediction["embedding"] for prediction in texts.json()["predictions"]]
+    np.testing.assert_allclose(embeddings, expected_embeddings(), atol=1e-5)
+    names = list(load_iris(as_frame=True).data.columns)
+    rows = [dict(zip(names, map(float, row), strict=True)) for row in iris_rows()]
+    answer = httpx.post(f"http://{url}/predict/iris", json={"rows": rows}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    probabilities = [prediction["probabilities"] for prediction in answer.json()["predictions"]]
+    np.testing.assert_allclose(probabilities, expected_iris(own), atol=1e-5)
+    # Bad inputs: both fields, neither, texts for a table model.
+    for body, status in (({"texts": ["a"], "rows": rows}, 422), ({}, 422), ({"texts": ["a"]}, 400)):
+        refused = httpx.post(f"http://{url}/predict/iris", json=body, headers=headers)
+        assert refused.status_code == status and "error" in refused.json(), refused.text

@@ -60,4 +60,4 @@ def test_an_event_published_by_one_app_reaches_a_subscriber_of_another(stack: St
 
     assert sorted((event["data"] for event in received), key=lambda data: data["n"]) == greetings
     for event in received:
-        assert (event["topic"], event["pubsubname"], event["source"]) == ("greetings", "pubsub", "publisher")
+        assert (event["topic"], event["pubsubname"], event["source"]) == ("greetings", "pubsub", publisher.app_id)

@@ -62,7 +62,8 @@ def test_with_bulk_publish_off_each_reading_is_published_on_its_own(app, monkeyp
     assert [request.url.path for request in published] == ["/v1.0/publish/pubsub/readings"] * 2
 
 
-def test_a_failed_publish_is_a_5xx_so_the_sender_tries_again(app):
+def test_a_failed_publish_is_a_5xx_so_the_sender_tries_again(app, caplog):
+    """The answer names what failed and a request id; what the sidecar said goes to the log under that id."""
     client, _ = app
     failed = {"failedEntries": [{"entryId": "0", "error": "broker down"}]}
     main.app.state.sidecar = Sidecar(
@@ -70,7 +71,12 @@ def test_a_failed_publish_is_a_5xx_so_the_sender_tries_again(app):
     )
     response = client.post("/readings", json={"readings": [reading()]})
     assert response.status_code == 502
-    assert "broker down" in response.json()["error"]
+    error = response.json()["error"]
+    assert "bulk publish of 1 events to pubsub/readings" in error and "broker down" not in error
+    request_id = response.headers["x-request-id"]
+    assert f"request id {request_id}" in error
+    logged = [record for record in caplog.records if request_id in record.getMessage()]
+    assert logged and "broker down" in str(logged[0].exc_info[1])
 
 
 def without(mapping: dict, key: str) -> dict:
