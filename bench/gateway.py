@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bench.report import number
 from bench.serving import HEY, LOAD_CORE, SERVER_CORE, VENVS, Endpoint, cpu_seconds, hey, machine
 from tests.integration.stack import ROOT, Stack
 
@@ -87,7 +88,7 @@ def measure(endpoints: dict[str, Endpoint], body: Path, concurrency: list[int], 
 
 
 def _whole(value: float | None) -> str:
-    return "" if value is None else f"{value:.0f}"
+    return "" if value is None else number(value, 0)
 
 
 def markdown(report: dict) -> str:
@@ -103,8 +104,8 @@ def markdown(report: dict) -> str:
     ]
     for r in report["results"]:
         lines.append(
-            f"| {r['path']} | {r['concurrency']} | {r['requests_per_s']:.0f} | {r['p50_ms']} | {r['p99_ms']} | "
-            f"{r['cpu_us_per_request']:.0f} | {r.get('added_p50_ms', '')} | {r.get('added_p99_ms', '')} | "
+            f"| {r['path']} | {r['concurrency']} | {number(r['requests_per_s'], 0)} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{number(r['cpu_us_per_request'], 0)} | {r.get('added_p50_ms', '')} | {r.get('added_p99_ms', '')} | "
             f"{_whole(r.get('added_cpu_us_per_request'))} | {r['errors']} |"
         )
     lines += [

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import uvloop
 
+from bench.report import down, number
 from bench.serving import machine
 from tests.integration.stack import ROOT
 
@@ -166,16 +167,16 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|---|",
     ]
     for name, value in cpu.items():
-        lines.append(f"| {name} | {value:.1f} | {', '.join(f'{v:.1f}' for v in report['rounds_us'][name])} |")
+        lines.append(f"| {name} | {number(value)} | {', '.join(number(v) for v in report['rounds_us'][name])} |")
     lines += [
         "",
-        f"Tandem vs plain FastAPI: {cpu['tandem'] / cpu['plain-fastapi']:.3g}× the CPU per request.",
+        f"Tandem vs plain FastAPI: {down(cpu['tandem'] / cpu['plain-fastapi'])}× the CPU per request.",
         "",
         "Tandem's own time under cProfile, by layer (cProfile's own overhead inflates the small functions):",
         "",
         "| share | layer |",
         "|---:|---|",
-        *(f"| {share:.1%} | {name} |" for name, share in report["profiled_share"].items()),
+        *(f"| {number(share * 100)}% | {name} |" for name, share in report["profiled_share"].items()),
         "",
     ]
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """serving.json as markdown: the summary with the ratios that matter, then one table per model."""
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,28 @@ def best(cases: list[Case], model: str, server: str) -> Case | None:
     return max(own, key=lambda case: case["requests_per_s"], default=None)
 
 
+def down(value: float, significant: int = 3) -> str:
+    """`value` to `significant` digits, cut rather than rounded: a figure written down is never rounded up. (The
+    nudge keeps a binary fraction such as 2.2999999999999998 from losing its last digit.)"""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    scale = 10 ** (significant - 1 - math.floor(math.log10(abs(value))))
+    return f"{math.trunc(value * scale * (1 + 1e-12)) / scale:g}"
+
+
 def ratio(a: Case | None, b: Case | None, key: str = "requests_per_s") -> str:
     if a is None or b is None or not a.get(key) or not b.get(key):
         return "n/a"
-    return f"{a[key] / b[key]:.3g}×"
+    return f"{down(a[key] / b[key])}×"
 
 
 def number(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return "n/a" if value is None else f"{math.trunc(value * 10**digits * (1 + 1e-12)) / 10**digits:.{digits}f}"
 
 
 def latency(value: float | None) -> str:
     """Milliseconds to three significant digits: raw onnxruntime calls take microseconds, HTTP ones milliseconds."""
-    return "n/a" if value is None else f"{value:.3g}"
+    return "n/a" if value is None else down(value)
 
 
 def verdict(met: bool | None) -> str:

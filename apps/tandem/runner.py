@@ -1,8 +1,8 @@
 """Where a model's calls run: on the event loop when they are cheap, else in a worker thread.
 
 A hop to a worker thread costs the event loop tens of microseconds of CPU (a future, two context switches, a
-wake-up): about 45 µs against 9 µs for running the diabetes model itself, measured on the machine of
-bench/results/hotpath.md. A heavy model must still run off the loop, or it stalls every other request of the
+wake-up): about 45 µs against 9 µs for running the diabetes model itself, measured on the 2-core machine of the
+README's "Benchmarks". A heavy model must still run off the loop, or it stalls every other request of the
 service. So each call's CPU time is measured, and a call whose expected cost is below `INLINE_BELOW_SECONDS` runs
 inline. CPU time of the calling thread, not wall time: waiting for the GIL or for a busy core says nothing about
 what the model costs.
