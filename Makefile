@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(CURDIR)/$(RUNTIME)/.dapr/bin:$(PATH)
 export DAPR_RUNTIME_PATH := $(CURDIR)/$(RUNTIME)
 
-.PHONY: setup deps runtime models run serve-models test lint k8s-check clean bench
+.PHONY: setup deps runtime models run serve-models test lint k8s-check clean bench edge-runtime edge-rootfs edge edge-test
 
 setup: deps runtime models
 
@@ -36,7 +36,8 @@ PORT ?= 8080
 serve-models: setup
 	dapr/serve.sh $(APP_ID) $(MODELS) $(PORT)
 
-test: setup lint k8s-check
+test: setup lint k8s-check edge-runtime
+	cd apps/edge-agent && go test ./...
 	$(BIN)/python -m pytest
 
 # Not part of test: serving benchmarks against raw onnxruntime, plain FastAPI and the peer model servers
@@ -65,6 +66,29 @@ $(KUSTOMIZE):
 k8s-check: deps $(KUSTOMIZE)
 	$(BIN)/python k8s/check.py --kustomize $(KUSTOMIZE)
 
+# The edge device (see the README, "Edge"): EDGE_ARCH=amd64 runs it here, EDGE_ARCH=arm64 inside an arm64 Debian
+# root file system under qemu-aarch64 (dapr/edge/rootfs.sh, kept in .edge/; needs root).
+EDGE_ARCH ?= amd64
+EDGE_BIN := $(RUNTIME)/edge/$(EDGE_ARCH)/bin
+EDGE_ROOTFS := $(if $(filter arm64,$(EDGE_ARCH)),edge-rootfs)
+
+# The trimmed daprd (dapr/runtime/edge-components.txt) and the edge agent for EDGE_ARCH, static (CGO off).
+edge-runtime:
+	GOARCH=$(EDGE_ARCH) dapr/runtime/build.sh --edge $(EDGE_BIN) daprd
+	cd apps/edge-agent && CGO_ENABLED=0 GOARCH=$(EDGE_ARCH) GOFLAGS=-buildvcs=false \
+		go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$(EDGE_BIN)/edge-agent .
+
+edge-rootfs:
+	dapr/edge/rootfs.sh .edge/rootfs-arm64
+
+edge: setup edge-runtime $(EDGE_ROOTFS)
+	$(BIN)/python dapr/edge/stack.py --arch $(EDGE_ARCH)
+
+# The edge tests alone (the amd64 ones are part of `make test`); EDGE_ARCH=arm64 runs them under qemu.
+edge-test: setup edge-runtime $(EDGE_ROOTFS)
+	cd apps/edge-agent && go test ./...
+	EDGE_ARCH=$(EDGE_ARCH) $(BIN)/python -m pytest tests/integration/test_edge.py
+
 clean:
-	rm -rf $(VENV) $(RUNTIME) .data apps/*/.dapr
+	rm -rf $(VENV) $(RUNTIME) .data .edge apps/*/.dapr
 	git clean -fdX models

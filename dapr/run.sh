@@ -46,6 +46,20 @@ for _ in $(seq 100); do
 done
 [[ -s .data/sentry/ca.crt ]] || { cat .data/sentry.log; exit 1; }
 DAPR_TRUST_ANCHORS=$(cat .data/sentry/ca.crt)
+# Placement and the scheduler, for the pipelines' workflows and schedules (jobs and reminders are kept in
+# .data/scheduler across runs). Sidecars reach them over mTLS too: each gets its certificate from Sentry.
+bin=${DAPR_RUNTIME_PATH:-.runtime}/.dapr/bin
+tls=(--tls-enabled --sentry-address "localhost:$sentry_port" --trust-anchors-file .data/sentry/ca.crt
+    --trust-domain localhost)
+"$bin/placement" --port 3650 --listen-address 127.0.0.1 --healthz-listen-address 127.0.0.1 --healthz-port 3651 \
+    --metrics-listen-address 127.0.0.1 --metrics-port 3652 --initial-cluster dapr-placement-0=127.0.0.1:3653 \
+    "${tls[@]}" > .data/placement.log 2>&1 &
+background+=("$!")
+"$bin/scheduler" --port 3660 --listen-address 127.0.0.1 --healthz-listen-address 127.0.0.1 --healthz-port 3661 \
+    --metrics-listen-address 127.0.0.1 --metrics-port 3662 --etcd-data-dir .data/scheduler \
+    --etcd-client-listen-address 127.0.0.1 --etcd-client-port 3663 \
+    --etcd-initial-cluster dapr-scheduler-server-0=http://127.0.0.1:3664 "${tls[@]}" > .data/scheduler.log 2>&1 &
+background+=("$!")
 export DAPR_TRUST_ANCHORS
 
 token="dapr-api-token: $DAPR_API_TOKEN"
@@ -61,6 +75,7 @@ its root certificate in .data/sentry). When the apps are up:
   sensors      http://localhost:8004    http://localhost:3504  http://localhost:9094/metrics
   features     http://localhost:8005    http://localhost:3505  http://localhost:9095/metrics
   alerts       http://localhost:8006    http://localhost:3506  http://localhost:9096/metrics
+  pipelines    http://localhost:8007    http://localhost:3507  http://localhost:9097/metrics
 Clients call the gateway with an API key (client "local"; keys live in .data/secrets.json):
 
   curl -s -H 'Authorization: Bearer $api_key' localhost:8000/v2/models
@@ -77,6 +92,11 @@ Behind it, apps answer only their sidecar (APP_API_TOKEN); call them through a s
     -d '{"text":"The striker scored twice.","labels":["sport","finance","cooking"]}'
 
   curl -s -H '$token' localhost:3501/v1.0/invoke/vision/method/ocr --data-binary @page.png
+
+Pipelines (pipelines/*.yaml) are models too: the ensemble averages two diabetes regressors:
+
+  curl -s -H 'Authorization: Bearer $api_key' localhost:8000/v2/models/ensemble/infer \\
+    -d '{"inputs":[{"name":"input","shape":[1,10],"datatype":"FP32","data":[0.04,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02]}]}'
 
 The maintenance pipeline: a simulator feeds sensors with 10 machines that wear out and are replaced
 (log: .data/simulator.log); alerts open as machines degrade, a minute or two in:

@@ -5,7 +5,9 @@
 Renders the base and every overlay with kustomize, validates every object against the Kubernetes schemas
 (kubernetes-validate, strict: unknown fields are errors, as `kubectl apply` makes them) and every Dapr object
 against the CRD schemas of the pinned Dapr release, then checks that the manifests agree with dapr.yaml,
-components/ and dapr/config.yaml, and lints every apps/*/Dockerfile and dapr/runtime/Dockerfile with hadolint.
+components/ and dapr/config.yaml, that the apps of the generic model server may register with the gateway and be
+called by it, that every apps/*/Dockerfile agrees with the Deployment that runs it, and lints them and
+dapr/runtime/Dockerfile with hadolint.
 """
 
 import argparse
@@ -51,6 +53,11 @@ def render(kustomize: str, folder: Path) -> list[dict]:
     if out.returncode:
         raise SystemExit(f"kustomize build {folder.relative_to(ROOT)} failed:\n{out.stderr}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def runs_every_app(folder: Path) -> bool:
+    """The edge overlay runs only what a device runs (see k8s/overlays/edge); the other variants run every app."""
+    return folder != K8S / "overlays" / "edge"
 
 
 def variants() -> list[Path]:
@@ -182,8 +189,8 @@ def deployment_errors(app: str, deployment: dict, objects: list[dict], annotatio
     # the pinned release from dapr/runtime/Dockerfile, tagged <release>-tandem.<n>.
     image = annotations.get("dapr.io/sidecar-image", "")
     version = dapr_version()
-    if not re.fullmatch(rf"\S+/daprd:{re.escape(version)}-tandem\.\d+", image):
-        yield f"{app}: dapr.io/sidecar-image {image!r} is not a patched daprd {version}-tandem.<n>"
+    if not re.fullmatch(rf"\S+/daprd:{re.escape(version)}-tandem\.\d+(-edge)?", image):
+        yield f"{app}: dapr.io/sidecar-image {image!r} is not a patched daprd {version}-tandem.<n>[-edge]"
     go_limit = re.search(r"GOMEMLIMIT=(\S+?)(?:,|$)", annotations.get("dapr.io/env", ""))
     memory_limit = annotations.get("dapr.io/sidecar-memory-limit")
     if not go_limit or not memory_limit or quantity(go_limit[1]) >= quantity(memory_limit):
@@ -200,15 +207,17 @@ def _labels(deployment: dict) -> dict:
     return deployment["spec"]["selector"]["matchLabels"]
 
 
-def dapr_yaml_errors(objects: list[dict], template: dict) -> Iterator[str]:
-    """Every app of dapr.yaml runs in the cluster with the same app id, port, command, body limit and health check."""
+def dapr_yaml_errors(objects: list[dict], template: dict, every_app: bool) -> Iterator[str]:
+    """Every app of dapr.yaml (with `every_app`; else those it runs) runs in the cluster with the same app id, port,
+    command, body limit and health check."""
     apps = dapr_apps(objects)
     common = template.get("common", {})
     for entry in template["apps"]:
         app = entry["appID"]
         deployment = apps.get(app)
         if deployment is None:
-            yield f"{app}: in dapr.yaml but no Deployment runs it"
+            if every_app:
+                yield f"{app}: in dapr.yaml but no Deployment runs it"
             continue
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         expected = {
@@ -230,9 +239,13 @@ def dapr_yaml_errors(objects: list[dict], template: dict) -> Iterator[str]:
                 yield f"{app}: dapr.yaml sets {variable}, the Deployment does not"
 
 
-def local_resources() -> list[dict]:
-    """The Dapr resources of local runs (components/)."""
+def local_resources(edge: bool = False) -> list[dict]:
+    """The Dapr resources of local runs (components/), or of the edge stack (dapr/edge/stack.py: the components
+    of dapr/edge/components/, the resiliency policies and subscriptions of components/)."""
     paths = sorted((ROOT / "components").glob("*.yaml"))
+    if edge:
+        paths = [path for path in paths if path.name == "resiliency.yaml" or path.name.startswith("subscription-")]
+        paths += sorted((ROOT / "dapr/edge/components").glob("*.yaml"))
     return [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
@@ -248,20 +261,27 @@ def known_fields(node: object, schema: dict) -> object:
     return node
 
 
-def resource_errors(objects: list[dict], namespace: str, crds: dict[tuple[str, str], dict]) -> Iterator[str]:
-    """The Dapr resources agree with the local ones (components/, dapr/config.yaml) and with the namespace."""
-    for resource in local_resources():
+def resource_errors(
+    objects: list[dict], namespace: str, crds: dict[tuple[str, str], dict], edge: bool = False
+) -> Iterator[str]:
+    """The Dapr resources agree with the local ones (components/, dapr/config.yaml; for the edge overlay, those of
+    the edge stack) and with the namespace."""
+    local = "the edge stack's resources" if edge else "components/"
+    for resource in local_resources(edge):
         kind, name = resource["kind"], resource["metadata"]["name"]
         ours = by_kind(objects, kind).get(name)
         if ours is None:
-            yield f"{kind} {name}: in components/ but not in the manifests"
+            yield f"{kind} {name}: in {local} but not in the manifests"
             continue
         if ours.get("scopes") != resource.get("scopes"):
-            yield f"{kind} {name}: scopes {ours.get('scopes')} differ from components/ {resource.get('scopes')}"
+            yield f"{kind} {name}: scopes {ours.get('scopes')} differ from {local} {resource.get('scopes')}"
+        # The edge overlay runs the very components its tests run (the cloud's secret store differs on purpose).
+        if edge and kind == "Component" and ours["spec"]["type"] != resource["spec"]["type"]:
+            yield f"{kind} {name}: type {ours['spec']['type']} differs from {local} {resource['spec']['type']}"
         # Components differ on purpose (hosts, secrets); the rest must say what the local ones say to Dapr.
         schema = crds.get((resource["apiVersion"], kind))
         if kind != "Component" and schema and ours["spec"] != known_fields(resource, schema)["spec"]:
-            yield f"{kind} {name}: spec differs from components/"
+            yield f"{kind} {name}: spec differs from {local}"
     local_config = yaml.safe_load((ROOT / "dapr/config.yaml").read_text())["spec"]
     for name, config in by_kind(objects, "Configuration").items():
         for part in ("tracing", "metric"):
@@ -273,7 +293,11 @@ def resource_errors(objects: list[dict], namespace: str, crds: dict[tuple[str, s
 
 
 def manifest_errors(
-    objects: list[dict], template: dict, annotations_known: set[str], crds: dict[tuple[str, str], dict]
+    objects: list[dict],
+    template: dict,
+    annotations_known: set[str],
+    crds: dict[tuple[str, str], dict],
+    every_app: bool = True,
 ) -> Iterator[str]:
     namespaces = {obj["metadata"].get("namespace") for obj in objects if obj["kind"] != "Namespace"}
     if len(namespaces) != 1:
@@ -281,8 +305,106 @@ def manifest_errors(
         return
     for app, deployment in dapr_apps(objects).items():
         yield from deployment_errors(app, deployment, objects, annotations_known)
-    yield from dapr_yaml_errors(objects, template)
-    yield from resource_errors(objects, namespaces.pop(), crds)
+    yield from dapr_yaml_errors(objects, template, every_app)
+    namespace = namespaces.pop()
+    yield from resource_errors(objects, namespace, crds, edge=not every_app)
+    yield from registration_errors(objects, namespace)
+
+
+# --- who may call whom ------------------------------------------------------------------------------------
+
+# The generic model server's image (apps/tandem/Dockerfile): its apps are yours, named as you like, and the gateway
+# learns of them only when they register.
+GENERIC_IMAGE = "tandem/tandem"
+GATEWAY = "gateway"
+# daprd's internal gRPC port: sidecars invoke each other there.
+SIDECAR_PORT = 50002
+
+
+def runs_image(deployment: dict, app: str, image: str) -> bool:
+    """Whether the app's container runs `image` (under any registry, any tag)."""
+    containers = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == app]
+    return any(re.fullmatch(rf"(\S+/)?{re.escape(image)}(:\S+)?", c["image"]) for c in containers)
+
+
+def acl_allows(callee: dict, caller: str, caller_config: dict, namespace: str, verb: str, method: str) -> bool:
+    """Whether a sidecar with the Configuration `callee` lets `caller` (its mTLS identity: app id, namespace, the trust
+    domain of its own Configuration) invoke `verb method`, as Dapr's pkg/acl decides."""
+    acl = callee["spec"].get("accessControl")
+    if not acl:
+        return True
+    trust = caller_config["spec"].get("accessControl", {}).get("trustDomain", "public")
+    action = acl.get("defaultAction") or ("deny" if acl.get("policies") else "allow")
+    identity = (caller, namespace, trust)
+    for policy in acl.get("policies", []):
+        if (policy["appId"], policy.get("namespace"), policy.get("trustDomain", "public")) != identity:
+            continue
+        action = policy.get("defaultAction") or action
+        for operation in policy.get("operations", []):
+            pattern = "/" + operation["name"].lstrip("/").lower()
+            pattern = re.escape(pattern).replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+            verbs = operation.get("httpVerb", [])
+            if re.fullmatch(pattern, "/" + method.lower()) and (verb in verbs or "*" in verbs):
+                action = operation["action"]
+    return action.lower() == "allow"
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return not selector.get("matchExpressions") and selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def _admits(rule: dict, source: dict, port: int) -> bool:
+    """Whether an ingress rule lets pods of this namespace labelled `source` in on `port` (peers that name other
+    namespaces or addresses do not count)."""
+    peers = rule.get("from")
+    peer = peers is None or any(set(p) == {"podSelector"} and _selects(p["podSelector"], source) for p in peers)
+    ports = rule.get("ports")
+    return peer and (ports is None or any(item.get("port") == port for item in ports))
+
+
+def network_allows(objects: list[dict], source: dict, target: dict, port: int) -> bool:
+    """Whether the NetworkPolicies let pods labelled `source` reach pods labelled `target` on `port`."""
+    policies = [
+        policy["spec"]
+        for policy in by_kind(objects, "NetworkPolicy").values()
+        if "Ingress" in policy["spec"].get("policyTypes", ["Ingress"])
+        and _selects(policy["spec"]["podSelector"], target)
+    ]
+    # A pod no policy selects is not isolated.
+    return not policies or any(_admits(rule, source, port) for spec in policies for rule in spec.get("ingress", []))
+
+
+def registration_errors(objects: list[dict], namespace: str) -> Iterator[str]:
+    """Each app of the generic model server registers with the gateway (POST services/register through its
+    sidecar) and the gateway routes to it: both calls must get through the sidecars' accessControl and the
+    NetworkPolicies."""
+    apps = dapr_apps(objects)
+    configurations = by_kind(objects, "Configuration")
+    gateway = apps.get(GATEWAY)
+    for app, deployment in apps.items():
+        if not runs_image(deployment, app, GENERIC_IMAGE):
+            continue
+        if gateway is None:
+            yield f"{app}: no gateway to register with"
+            continue
+        calls = [
+            (app, deployment, gateway, "POST", "services/register"),
+            (GATEWAY, gateway, deployment, "POST", "v2/models/any/infer"),
+        ]
+        for caller, caller_deployment, callee_deployment, verb, method in calls:
+            callee = callee_deployment["spec"]["template"]
+            caller_config = configurations.get(
+                caller_deployment["spec"]["template"]["metadata"]["annotations"]["dapr.io/config"]
+            )
+            callee_config = configurations.get(callee["metadata"]["annotations"]["dapr.io/config"])
+            callee_name = callee["metadata"]["annotations"]["dapr.io/app-id"]
+            if caller_config is None or callee_config is None:
+                continue  # deployment_errors names the missing Configuration
+            if not acl_allows(callee_config, caller, caller_config, namespace, verb, method):
+                yield f"{callee_name}: its Configuration does not let {caller} invoke {verb} {method}"
+            source = caller_deployment["spec"]["template"]["metadata"]["labels"]
+            if not network_allows(objects, source, callee["metadata"]["labels"], SIDECAR_PORT):
+                yield f"{callee_name}: no NetworkPolicy lets {caller}'s sidecar reach it on port {SIDECAR_PORT}"
 
 
 # --- Dockerfiles --------------------------------------------------------------------------------------------
@@ -296,8 +418,9 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 
 
 def dockerfile_errors(app: str, dockerfile: Path, template: dict, objects: list[dict]) -> Iterator[str]:
-    """The image runs what dapr.yaml runs, on the app port, as the pod's user, with its service's models."""
-    where = f"apps/{app}/Dockerfile"
+    """The image runs what dapr.yaml runs, on the app port, as the pod's user, with its service's models; an image
+    without models serves a volume of the Deployment that runs it (app `app`)."""
+    where = f"apps/{dockerfile.parent.name}/Dockerfile"
     steps = instructions(dockerfile)
     final = steps[max(i for i, (step, _) in enumerate(steps) if step == "FROM") :]
     command = [json.loads(args) for step, args in final if step == "CMD"]
@@ -321,6 +444,48 @@ def dockerfile_errors(app: str, dockerfile: Path, template: dict, objects: list[
     serves_models = any(_service(path) == app for path in (ROOT / "models/recipes").glob("*.py"))
     if serves_models and not any(re.search(rf"--service {re.escape(app)}(\s|$)", args) for args in builds):
         yield f"{where}: must build its models with `python models/build.py --service {app}`"
+    served = [cmd[2] for cmd in command if cmd[:2] == ["tandem", "serve"] and len(cmd) > 2]
+    if served:
+        yield from volume_errors(where, served[0], final, pod, app)
+
+
+def volume_errors(where: str, served: str, final: list[tuple[str, str]], pod: dict, app: str) -> Iterator[str]:
+    """The repository that `tandem serve <served>` reads is a volume of the pod, filled before the server starts, at
+    the path TANDEM_MODEL_REPOSITORY names (in the image and in the Deployment)."""
+    container = next(c for c in pod["spec"]["containers"] if c["name"] == app)
+    if "command" in container or "args" in container:
+        yield f"{where}: the Deployment {app} runs another command than the image's CMD"
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(args for step, args in final if step == "ENV")))
+    env |= {item["name"]: item.get("value") for item in container.get("env", [])}
+    if env.get("TANDEM_MODEL_REPOSITORY", served) != served:
+        yield f"{where}: serves {served}, TANDEM_MODEL_REPOSITORY names {env['TANDEM_MODEL_REPOSITORY']}"
+    mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"].rstrip("/") == served), None)
+    if mount is None:
+        yield f"{where}: serves {served}, where the Deployment {app} mounts no volume"
+        return
+    volume = next(v for v in pod["spec"].get("volumes", []) if v["name"] == mount["name"])
+    fillers = [
+        init["name"]
+        for init in pod["spec"].get("initContainers", [])
+        for m in init.get("volumeMounts", [])
+        if m["name"] == mount["name"] and not m.get("readOnly")
+    ]
+    if "emptyDir" in volume and not fillers:
+        yield f"{where}: {served} is an empty volume in {app} and no init container writes it"
+
+
+def running_app(dockerfile: Path, rendered: dict[Path, list[dict]]) -> tuple[str, list[dict]]:
+    """The app an image is checked against, and the objects of the kustomization that runs it: the base's app of the
+    folder's name, else the first app (of the base or an overlay) whose container runs the image `tandem/<folder>`,
+    as the generic model server runs as apps named by their users."""
+    name, base = dockerfile.parent.name, rendered[K8S / "base"]
+    if name in dapr_apps(base):
+        return name, base
+    for objects in rendered.values():
+        for app, deployment in dapr_apps(objects).items():
+            if runs_image(deployment, app, f"tandem/{name}"):
+                return app, objects
+    return name, base
 
 
 def _service(recipe: Path) -> str | None:
@@ -349,19 +514,20 @@ def main() -> None:
     dapr = dapr_source()
     crds, annotations_known = crd_schemas(dapr), known_annotations(dapr)
     template = yaml.safe_load((ROOT / "dapr.yaml").read_text())
-    errors, count = [], 0
+    errors, count, rendered = [], 0, {}
     for folder in variants():
-        objects = render(args.kustomize, folder)
+        objects = rendered[folder] = render(args.kustomize, folder)
         count += len(objects)
         where = folder.relative_to(ROOT)
         errors += [f"{where}: {error}" for error in schema_errors(objects, crds)]
-        errors += [f"{where}: {error}" for error in manifest_errors(objects, template, annotations_known, crds)]
-        if folder == K8S / "base":
-            base = objects
-            missing = sorted(set(dapr_apps(objects)) - {entry["appID"] for entry in template["apps"]})
+        found = manifest_errors(objects, template, annotations_known, crds, runs_every_app(folder))
+        errors += [f"{where}: {error}" for error in found]
+    base = rendered[K8S / "base"]
+    missing = sorted(set(dapr_apps(base)) - {entry["appID"] for entry in template["apps"]})
     dockerfiles = sorted(ROOT.glob("apps/*/Dockerfile"))
     for dockerfile in dockerfiles:
-        errors += dockerfile_errors(dockerfile.parent.name, dockerfile, template, base)
+        app, objects = running_app(dockerfile, rendered)
+        errors += dockerfile_errors(app, dockerfile, template, objects)
     dockerfiles.append(ROOT / "dapr/runtime/Dockerfile")
     errors += hadolint_errors(dockerfiles)
     # The local resources are not this check's to fail on, but what a cluster would refuse there is worth saying.

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem.card import ModelCard, TokenizerCard
+from tandem.protocol import InferenceError
 from tandem.runtime import Model, onnx_session
 from tandem.text import decode_texts
 
@@ -51,3 +52,26 @@ class SentimentClassifier(TextModel):
         probabilities = self.forward(self.texts(inputs))["probabilities"]
         labels = np.array([self.labels[index] for index in probabilities.argmax(axis=1)], dtype=object)
         return {"probabilities": probabilities, "label": labels}
+
+
+class ZeroShotClassifier(TextModel):
+    """Per text, a score for each of the labels given beside it (a softmax of the cosines between the text and a
+    sentence about each label, over a temperature) and the best label."""
+
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
+        super().__init__(folder, card, intra_op_threads)
+        self.template = card.parameters["template"]
+        self.temperature = float(card.parameters["temperature"])
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        texts, labels = self.texts(inputs), decode_texts(inputs["labels"], "labels")
+        if len(labels) < 2:
+            raise InferenceError(f"labels must hold 2 or more labels to choose from, got {len(labels)}")
+        sentences = [self.template.format(label=label) for label in labels]
+        vectors = self.forward(texts + sentences)["embedding"]
+        similarities = vectors[: len(texts)] @ vectors[len(texts) :].T
+        scores = np.exp((similarities - similarities.max(axis=1, keepdims=True)) / self.temperature)
+        scores /= scores.sum(axis=1, keepdims=True)
+        best = np.empty(len(texts), dtype=object)
+        best[:] = [labels[index] for index in scores.argmax(axis=1)]
+        return {"scores": scores.astype(np.float32), "label": best}

@@ -1,15 +1,19 @@
 """Feeds the sensors service with the seeded run-to-failure fleet the maintenance models were trained on.
 
-    python -m sensors.simulate --machines 10 --rate 50 --seed 0 [--replace] [--cycles C] [--url URL]
+    python -m sensors.simulate --machines 10 --rate 50 --seed 0 [--replace] [--cycles C] [--url URL | --mqtt HOST:PORT]
 
 Each of the N machine slots (`machine-0` ...) runs a machine of tandem.fleet from new until it fails; with
 --replace a failed machine is replaced by a new one in the same slot, so the stream goes on. Every tick posts one
 reading of every running machine as one batch, R readings per second in all; timestamps advance one tick per cycle.
 By default it posts through the sensors app's sidecar (DAPR_HTTP_PORT, 3504 unless set) with DAPR_API_TOKEN, and
-sends a batch again until it is accepted when the service or its broker is briefly away.
+sends a batch again until it is accepted when the service or its broker is briefly away. With --mqtt it is a fleet
+of MQTT sensors instead, as on an edge device: each reading is one message on `tandem/readings/<machine>` at QoS 1,
+and a tick waits until the broker acknowledged all of its readings (the client keeps and sends again what the broker
+has not acknowledged while it is away).
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -17,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 
 from tandem import fleet
 
@@ -74,6 +79,38 @@ def post(client: httpx.Client, url: str, batch: list[dict[str, Any]], patience: 
         delay = min(delay * 2, 5.0)
 
 
+class MqttSensors:
+    """The fleet's sensors as MQTT clients of the device's broker (one connection stands in for all of them)."""
+
+    def __init__(self, address: str, client_id: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.max_inflight_messages_set(100)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        # Broker acknowledgements by message id. (A message published while disconnected stays queued and is sent
+        # on reconnection, but its MQTTMessageInfo keeps saying "not connected": count PUBACKs instead.)
+        self.acknowledged: set[int] = set()
+        self.client.on_publish = lambda _client, _userdata, mid, _reason, _properties: self.acknowledged.add(mid)
+        self.client.connect_async(host, int(port))
+        self.client.loop_start()
+
+    def post(self, batch: list[dict[str, Any]]) -> None:
+        """Publishes each reading on its machine's topic; returns once the broker acknowledged them all."""
+        self.send([(f"tandem/readings/{reading['machine']}", json.dumps(reading)) for reading in batch])
+
+    def send(self, messages: list[tuple[str, str]]) -> None:
+        """Publishes (topic, payload) pairs at QoS 1; returns once the broker acknowledged them all."""
+        sent = {self.client.publish(topic, payload, qos=1).mid for topic, payload in messages}
+        # Queued while the broker is away, sent when it is back: wait as long as that takes.
+        while not sent <= self.acknowledged:
+            time.sleep(0.01)
+        self.acknowledged -= sent
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m sensors.simulate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--machines", type=int, default=10, help="machine slots running side by side")
@@ -83,6 +120,8 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=0, help="stop after this many ticks (0: when all failed)")
     sidecar = f"http://127.0.0.1:{os.environ.get('DAPR_HTTP_PORT', '3504')}"
     parser.add_argument("--url", default=f"{sidecar}/v1.0/invoke/sensors/method/readings")
+    parser.add_argument("--mqtt", metavar="HOST:PORT", help="publish to this MQTT broker instead of posting to --url")
+    parser.add_argument("--prefix", default="machine-", help="machine names: <prefix><slot>")
     args = parser.parse_args()
 
     period = args.machines / args.rate  # seconds per tick: one reading of every machine
@@ -90,25 +129,31 @@ def main() -> None:
     print(
         f"simulating {args.machines} machines of fleet seed {args.seed} (machines {FIRST_UNSEEN}+, unseen in "
         f"training){', replaced when they fail' if args.replace else ', each until it fails'}: "
-        f"{args.rate:g} readings/s, one batch every {period:.2f} s to {args.url}",
+        f"{args.rate:g} readings/s, one batch every {period:.2f} s to {args.mqtt or args.url}",
         flush=True,
     )
     started = time.time()
     sent, last_report = 0, time.monotonic()
     with httpx.Client(headers=headers, timeout=30) as client:
-        for tick, batch in enumerate(ticks(args.machines, args.seed, args.replace)):
+        sensors = MqttSensors(args.mqtt, f"simulator-{os.getpid()}") if args.mqtt else None
+        for tick, batch in enumerate(ticks(args.machines, args.seed, args.replace, prefix=args.prefix)):
             if args.cycles and tick >= args.cycles:
                 break
             due = started + tick * period
             time.sleep(max(0.0, due - time.time()))
             for reading in batch:
                 reading["timestamp"] = due
-            post(client, args.url, batch)
+            if sensors:
+                sensors.post(batch)
+            else:
+                post(client, args.url, batch)
             sent += len(batch)
             if time.monotonic() - last_report >= 5:
                 last_report = time.monotonic()
                 elapsed = time.time() - started
                 print(f"{elapsed:6.0f} s: {sent} readings sent ({sent / elapsed:.0f}/s), tick {tick}", flush=True)
+        if sensors:
+            sensors.close()
     print(f"done: {sent} readings in {time.time() - started:.1f} s", flush=True)
 
 

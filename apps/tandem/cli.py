@@ -36,7 +36,9 @@ class ServeSettings(ServiceSettings):
 
 
 def serve(args: argparse.Namespace) -> None:
-    overrides = {"model_repository": args.repository}
+    overrides = {}
+    if args.repository is not None:  # else TANDEM_MODEL_REPOSITORY, else ./models
+        overrides["model_repository"] = args.repository
     if args.models:
         overrides["models"] = args.models
     settings = ServeSettings(**overrides)  # type: ignore[arg-type]
@@ -134,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     sub = commands.add_subparsers(dest="command", required=True)
 
     serving = sub.add_parser("serve", help="an Open Inference Protocol v2 server for a model repository")
-    serving.add_argument("repository", nargs="?", type=Path, default=Path("models"), help="default: ./models")
+    serving.add_argument("repository", nargs="?", type=Path, help="default: TANDEM_MODEL_REPOSITORY, else ./models")
     serving.add_argument(
         "--models",
         type=lambda value: [name for name in value.split(",") if name],

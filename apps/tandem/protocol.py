@@ -234,7 +234,12 @@ def datatype_of(array: np.ndarray) -> str:
 
 
 def encode_response(
-    model_name: str, model_version: str | None, request_id: str | None, arrays: dict[str, np.ndarray], binary: set[str]
+    model_name: str,
+    model_version: str | None,
+    request_id: str | None,
+    arrays: dict[str, np.ndarray],
+    binary: set[str],
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, dict]:
     """The response body and its headers: JSON, or a JSON header + binary tensors for the names in `binary`.
 
@@ -257,6 +262,8 @@ def encode_response(
         response["model_version"] = model_version
     if request_id is not None:
         response["id"] = request_id
+    if parameters is not None:
+        response["parameters"] = parameters
     response["outputs"] = outputs
     header = orjson.dumps(response)
     if not tail:
@@ -290,3 +297,56 @@ def binary_outputs(request: InferenceRequest, names: list[str]) -> set[str]:
     default = bool((request.parameters or {}).get("binary_data_output", False))
     asked = {output.name: (output.parameters or {}).get("binary_data", default) for output in request.outputs or []}
     return {name for name in names if asked.get(name, default)}
+
+
+def encode_request(
+    arrays: dict[str, np.ndarray], *, outputs: list[str] | None = None, binary: bool = True
+) -> tuple[bytes, dict[str, str]]:
+    """A request body for `arrays` and its headers, for a caller of another OIP server: binary tensors (and
+    binary outputs asked for) by default, JSON with `binary=False`. `outputs` names the outputs wanted.
+
+    A BYTES tensor of str (as JSON requests give them) stays JSON either way: a server reads a JSON string as text
+    or base64, the same bytes in binary as raw content, so only JSON keeps what the string meant."""
+    inputs, tail = [], []
+    for name, array in arrays.items():
+        datatype = datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
+        if binary and not (datatype == "BYTES" and any(isinstance(item, str) for item in array.flat)):
+            raw = _binary(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        else:
+            entry["data"] = _json_data(array)
+        inputs.append(entry)
+    request: dict[str, Any] = {"inputs": inputs}
+    if binary:
+        request["parameters"] = {"binary_data_output": True}
+    if outputs is not None:
+        request["outputs"] = [{"name": name} for name in outputs]
+    header = json.dumps(request, separators=(",", ":")).encode()
+    if not binary:
+        return header, {"content-type": "application/json"}
+    return header + b"".join(tail), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+
+
+def decode_response(body: bytes, header_length: str | None = None) -> tuple[InferenceResponse, dict[str, np.ndarray]]:
+    """Parses another OIP server's response body (JSON, or JSON header + binary tensors) into the response and
+    its output arrays."""
+    header, binary = _split(body, header_length)
+    try:
+        response = InferenceResponse.model_validate_json(header)
+    except ValidationError as error:
+        raise InferenceError(f"not an inference response: {error.errors()[0]['msg']}", 502) from None
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for output in response.outputs:
+        tensor = RequestInput(**output.model_dump())
+        size = (output.parameters or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InferenceError(f"output '{output.name}': binary_data_size {size} runs past the end", 502)
+            arrays[output.name] = decode_binary(tensor, binary[offset : offset + size])
+            offset += size
+        else:
+            arrays[output.name] = decode_input(tensor)
+    return response, arrays

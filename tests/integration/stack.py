@@ -206,6 +206,51 @@ class Stack:
         )
         return process
 
+    @staticmethod
+    def _control_plane_tls(sentry: "Sentry | None") -> list[str]:
+        """Flags of placement and the scheduler for sidecars on mTLS: their certificates from `sentry`."""
+        if sentry is None:
+            return []
+        anchors = str(sentry.credentials / "ca.crt")
+        return ["--tls-enabled", "--sentry-address", sentry.address, "--trust-anchors-file", anchors,
+                "--trust-domain", "localhost"]  # fmt: skip
+
+    def start_placement(self, port: int | None = None, sentry: "Sentry | None" = None) -> str:
+        """Dapr's placement service (actors, workflows) on `port` (else a free one), over mTLS with `sentry`;
+        returns its address."""
+        port = port or free_port()
+        command = [
+            str(DAPRD.parent / "placement"),
+            "--port", str(port),
+            "--listen-address", "127.0.0.1",
+            "--healthz-port", str(free_port()),
+            "--metrics-port", str(free_port()),
+            "--initial-cluster", f"dapr-placement-0=127.0.0.1:{free_port()}",
+            *self._control_plane_tls(sentry),
+        ]  # fmt: skip
+        process = self._start("placement", command)
+        wait_until(lambda: _listening(port), "placement listening", process=process)
+        return f"127.0.0.1:{port}"
+
+    def start_scheduler(self, port: int | None = None, sentry: "Sentry | None" = None) -> str:
+        """Dapr's scheduler (jobs, workflow reminders) on `port` (else a free one), its embedded etcd in the stack's
+        folder, over mTLS with `sentry`; returns its address."""
+        port = port or free_port()
+        command = [
+            str(DAPRD.parent / "scheduler"),
+            "--port", str(port),
+            "--listen-address", "127.0.0.1",
+            "--healthz-port", str(free_port()),
+            "--metrics-port", str(free_port()),
+            "--etcd-data-dir", str(self.work / "scheduler"),
+            "--etcd-client-port", str(free_port()),
+            "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{free_port()}",
+            *self._control_plane_tls(sentry),
+        ]  # fmt: skip
+        process = self._start("scheduler", command)
+        wait_until(lambda: _listening(port), "scheduler listening", timeout=60, process=process)
+        return f"127.0.0.1:{port}"
+
     def start_sidecar(
         self,
         app_id: str,
@@ -215,14 +260,18 @@ class Stack:
         health_path: str = "/v2/health/ready",
         config: Path = ROOT / "dapr" / "config.yaml",
         sentry: Sentry | None = None,
+        grpc_port: int | None = None,
+        placement: str = "",
+        scheduler: str = "",
     ) -> Sidecar:
-        """daprd for `app_id`, every server of it on loopback (as in `make run`); with `sentry`, mTLS on."""
+        """daprd for `app_id`, every server of it on loopback (as in `make run`); with `sentry`, mTLS on;
+        `placement` and `scheduler` (addresses) for actors, workflows and jobs."""
         http_port, internal_grpc_port, metrics_port = http_port or free_port(), free_port(), free_port()
         command = [
             str(DAPRD),
             "--app-id", app_id,
             "--dapr-http-port", str(http_port),
-            "--dapr-grpc-port", str(free_port()),
+            "--dapr-grpc-port", str(grpc_port or free_port()),
             "--dapr-internal-grpc-port", str(internal_grpc_port),
             "--metrics-port", str(metrics_port),
             "--dapr-listen-addresses", "127.0.0.1",
@@ -232,6 +281,10 @@ class Stack:
             "--config", str(config),
             "--log-level", "info",
         ]  # fmt: skip
+        if placement:
+            command += ["--placement-host-address", placement]
+        if scheduler:
+            command += ["--scheduler-host-address", scheduler]
         # Announced over mDNS at the address its internal gRPC server listens on.
         env = {"DAPR_HOST_IP": "127.0.0.1"}
         if sentry is not None:
@@ -329,6 +382,11 @@ class Stack:
     def close(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+def _listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
 
 
 def _redis_ping(port: int) -> bool:

@@ -9,18 +9,22 @@ accessControl is left out of the Configuration, because it matches callers by th
 without the control plane's Sentry has none (every call would meet the default action, deny).
 """
 
-import importlib.util
-import re
-import sys
-from pathlib import Path
-
 import httpx
 import pytest
-import yaml
 
-from .stack import DAPRD, ROOT, Process, Sidecar, Stack, environment, free_port, wait_until
+from .manifests import (
+    KUSTOMIZE,
+    app_container,
+    app_environment,
+    check_module,
+    image_command,
+    local_configuration,
+    render,
+    sidecar_command,
+    sidecar_environment,
+)
+from .stack import ROOT, Process, Sidecar, Stack, environment, free_port, wait_until
 
-KUSTOMIZE = next(iter(sorted((ROOT / ".runtime").glob("kustomize-*/kustomize"))), None)
 MODELS = ROOT / "models"
 
 pytestmark = [
@@ -29,90 +33,19 @@ pytestmark = [
 ]
 
 
-def _check_module():
-    spec = importlib.util.spec_from_file_location("k8s_check", ROOT / "k8s" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def model_services(objects: list[dict]) -> dict[str, dict]:
     """app id -> Deployment, for the apps that serve models (they run alone: no other app needed to be ready)."""
-    check = _check_module()
     return {
         app: deployment
-        for app, deployment in check.dapr_apps(objects).items()
+        for app, deployment in check_module().dapr_apps(objects).items()
         if (ROOT / "apps" / app).is_dir()
-        and any(item["name"].endswith("_MODEL_REPOSITORY") for item in env_of(deployment))
+        and any(item["name"].endswith("_MODEL_REPOSITORY") for item in app_container(deployment)["env"])
     }
-
-
-def env_of(deployment: dict) -> list[dict]:
-    return deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-
-
-def app_environment(deployment: dict, port: int, stack: Stack, sidecar_port: int) -> dict[str, str]:
-    """The container's environment as the manifest gives it, secrets read from the Secrets the annotations name."""
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    secrets = {annotations["dapr.io/api-token-secret"]: stack.dapr_api_token}
-    secrets[annotations["dapr.io/app-token-secret"]] = stack.app_api_token
-    env = {}
-    for item in env_of(deployment):
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            env[item["name"]] = secrets[item["valueFrom"]["secretKeyRef"]["name"]]
-    assert env["APP_PORT"] == annotations["dapr.io/app-port"]
-    env["APP_PORT"] = str(port)
-    for name, value in env.items():
-        if value == "/models":
-            env[name] = str(MODELS)
-    # Set in the pod by the injector.
-    env["DAPR_HTTP_PORT"] = str(sidecar_port)
-    return env
-
-
-def sidecar_command(
-    deployment: dict, app_id: str, app_port: int, http_port: int, config: Path, resources: Path
-) -> list[str]:
-    """daprd as the injector would start it from the pod's annotations, with the app id `app_id`."""
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    command = [
-        str(DAPRD),
-        "--app-id", app_id,
-        "--app-port", str(app_port),
-        "--config", str(config),
-        "--dapr-http-port", str(http_port),
-        "--dapr-grpc-port", str(free_port()),
-        "--dapr-internal-grpc-port", str(free_port()),
-        "--metrics-port", str(free_port()),
-        "--resources-path", str(resources),
-    ]  # fmt: skip
-    if annotations.get("dapr.io/log-as-json") == "true":
-        command.append("--log-as-json")
-    if annotations.get("dapr.io/enable-app-health-check") == "true":
-        command += [
-            "--enable-app-health-check",
-            "--app-health-check-path",
-            annotations["dapr.io/app-health-check-path"],
-        ]
-    if "dapr.io/max-body-size" in annotations:
-        command += ["--max-body-size", annotations["dapr.io/max-body-size"]]
-    return command
-
-
-def local_configuration(objects: list[dict], name: str, folder: Path) -> Path:
-    """The rendered Configuration as a file for daprd, without accessControl (see the module's docstring)."""
-    config = next(obj for obj in objects if obj["kind"] == "Configuration" and obj["metadata"]["name"] == name)
-    spec = {key: value for key, value in config["spec"].items() if key != "accessControl"}
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**config, "spec": spec}))
-    return path
 
 
 @pytest.fixture(scope="module")
 def rendered() -> list[dict]:
-    return _check_module().render(str(KUSTOMIZE), ROOT / "k8s" / "base")
+    return render(ROOT / "k8s" / "base")
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +55,9 @@ def running(stack: Stack, rendered: list[dict]) -> dict[str, Sidecar]:
     for app, deployment in model_services(rendered).items():
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         app_port, http_port = free_port(), free_port()
-        env = app_environment(deployment, app_port, stack, http_port)
-        command = [sys.executable, *_container_command(app)]
+        app_id = stack.app_id(annotations["dapr.io/app-id"])
+        env = app_environment(deployment, app_port, stack, http_port, MODELS, app_id)
+        command = image_command(ROOT / "apps" / app / "Dockerfile")
         process = Process.start(app, command, stack.work, environment(**env))
         stack.processes.append(process)
         wait_until(
@@ -133,14 +67,8 @@ def running(stack: Stack, rendered: list[dict]) -> dict[str, Sidecar]:
             process=process,
         )
         config = local_configuration(rendered, annotations["dapr.io/config"], stack.work)
-        sidecar_env = environment(
-            DAPR_API_TOKEN=stack.dapr_api_token,
-            APP_API_TOKEN=stack.app_api_token,
-            **dict(re.findall(r"(\w+)=([^,]+)", annotations.get("dapr.io/env", ""))),
-        )
-        app_id = stack.app_id(annotations["dapr.io/app-id"])
         command = sidecar_command(deployment, app_id, app_port, http_port, config, resources)
-        daprd = Process.start(f"daprd-{app}", command, stack.work, sidecar_env)
+        daprd = Process.start(f"daprd-{app}", command, stack.work, sidecar_environment(deployment, stack))
         stack.processes.append(daprd)
         sidecar = Sidecar(app_id, http_port, daprd)
         wait_until(
@@ -150,15 +78,6 @@ def running(stack: Stack, rendered: list[dict]) -> dict[str, Sidecar]:
         )
         sidecars[app] = sidecar
     return sidecars
-
-
-def _container_command(app: str) -> list[str]:
-    """The Dockerfile's CMD (`python -m <app>`), less the interpreter."""
-    check = _check_module()
-    steps = check.instructions(ROOT / "apps" / app / "Dockerfile")
-    command = yaml.safe_load([args for step, args in steps if step == "CMD"][-1])
-    assert command[0] == "python"
-    return command[1:]
 
 
 def test_model_services_come_up_healthy(running: dict[str, Sidecar]) -> None:

@@ -11,6 +11,8 @@ from tandem.protocol import (
     binary_outputs,
     decode_input,
     decode_request,
+    decode_response,
+    encode_request,
     encode_response,
 )
 
@@ -151,3 +153,45 @@ def test_binary_outputs_follow_the_request_and_per_output_choices():
     )
     assert binary_outputs(request, ["a", "b"]) == {"b"}
     assert binary_outputs(InferenceRequest(inputs=[]), ["a"]) == set()
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_a_request_encoded_for_another_server_decodes_to_the_same_tensors(binary):
+    """The client half of the codec: what encode_request writes, decode_request reads back unchanged; a BYTES
+    tensor of str stays JSON (its meaning: text or base64), one of bytes goes binary."""
+    texts = np.array(["héllo", "aGk="], dtype=object)
+    raw = np.empty(2, dtype=object)
+    raw[:] = [b"\x00\xff", b"png"]
+    arrays = {
+        "x": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "texts": texts,
+        "raw": raw,
+        "n": np.array([7], np.int64),
+    }
+    if not binary:
+        del arrays["raw"]  # JSON cannot carry arbitrary bytes
+    body, headers = encode_request(arrays, outputs=["y"], binary=binary)
+    request, decoded = decode_request(body, headers.get("inference-header-content-length"))
+    assert [output.name for output in request.outputs] == ["y"]
+    for name, array in arrays.items():
+        assert decoded[name].dtype == array.dtype and decoded[name].tolist() == array.tolist()
+    header = json.loads(body[: int(headers.get("inference-header-content-length", len(body)))])
+    sent = {tensor["name"]: tensor for tensor in header["inputs"]}
+    assert "data" in sent["texts"]
+    if binary:
+        assert "binary_data_size" in sent["raw"]["parameters"] and "binary_data_size" in sent["x"]["parameters"]
+
+
+@pytest.mark.parametrize("binary_outputs", [set(), {"y"}], ids=["json", "binary"])
+def test_a_response_decodes_to_the_arrays_it_was_encoded_from(binary_outputs):
+    arrays = {"y": np.array([[1.5], [2.5]], np.float32), "label": np.array(["a", "b"], dtype=object)}
+    body, headers = encode_response("m", None, None, dict(arrays), binary_outputs)
+    response, decoded = decode_response(body, headers.get("inference-header-content-length"))
+    assert response.model_name == "m"
+    assert decoded["y"].tolist() == arrays["y"].tolist() and decoded["label"].tolist() == ["a", "b"]
+
+
+def test_a_response_that_is_not_one_is_a_502():
+    with pytest.raises(InferenceError, match="not an inference response") as error:
+        decode_response(b'{"outputs": "no"}')
+    assert error.value.status_code == 502
