@@ -42,11 +42,13 @@ test: setup lint k8s-check edge-runtime
 
 # Not part of test: serving benchmarks against raw onnxruntime, plain FastAPI and the peer model servers
 # (hey and the peers' venvs go to .bench/, see bench/setup.sh); writes bench/results/serving.{json,md,png};
-# then the gateway's own added latency: bench/results/gateway.{json,md,png}.
+# then the gateway's own added latency: bench/results/gateway.{json,md,png}; then what a request costs inside the
+# app, layer by layer: bench/results/hotpath.{json,md}.
 bench: setup
 	bench/setup.sh
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.hotpath
 
 lint: deps
 	$(BIN)/ruff check apps models tests bench k8s dapr

@@ -9,8 +9,9 @@ off), all on core 0; hey runs on core 1. Paths, each sending diabetes one row:
   one sidecar    client -> regression's sidecar -> app
   two sidecars   client -> gateway's sidecar -> regression's sidecar -> app (what the gateway does, minus it)
   gateway        client -> gateway -> gateway's sidecar -> regression's sidecar -> app
-The gateway's cost is "gateway" minus "two sidecars". Paths take turns for --rounds rounds and the median round
-counts, so a noisy moment hits every path alike. Writes bench/results/gateway.{json,md,png}.
+The gateway's cost is "gateway" minus "two sidecars", in latency and in CPU time per request (of the processes
+each path runs through), which a busy machine disturbs far less. Paths take turns for --rounds rounds and the
+median round counts, so a noisy moment hits every path alike. Writes bench/results/gateway.{json,md,png}.
 """
 
 import argparse
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.serving import HEY, LOAD_CORE, SERVER_CORE, VENVS, Endpoint, hey, machine
+from bench.report import number
+from bench.serving import HEY, LOAD_CORE, SERVER_CORE, VENVS, Endpoint, cpu_seconds, hey, machine
 from tests.integration.stack import ROOT, Stack
 
 BENCH = ROOT / "bench"
@@ -36,21 +38,28 @@ PATHS = ["direct", "one sidecar", "two sidecars", "gateway"]
 def start(stack: Stack) -> dict[str, Endpoint]:
     models = ROOT / "models"
     regression, app_port = stack.start_service("regression", models, REGRESSION_MODELS="diabetes")
-    _, gateway_sidecar, gateway_port = stack.start_gateway(
-        {"bench": KEY}, GATEWAY_SERVICES="regression", GATEWAY_RATE_LIMIT="0"
-    )
+    # The stack's own app ids (over mDNS a fixed "regression" could be another stack's); the gateway routes to them.
+    gateway, gateway_sidecar, gateway_port = stack.start_gateway({"bench": KEY}, GATEWAY_RATE_LIMIT="0")
+    service = stack.app_id("regression")
+    app = next(process for process in stack.processes if process.name == "regression")
+    one = [app, regression.process]
+    two = [*one, gateway_sidecar.process]
     infer = "v2/models/diabetes/infer"
     dapr = {"dapr-api-token": stack.dapr_api_token}
     return {
         "direct": Endpoint(
-            "direct", f"http://127.0.0.1:{app_port}/{infer}", {"dapr-api-token": stack.app_api_token}, [], 0
+            "direct", f"http://127.0.0.1:{app_port}/{infer}", {"dapr-api-token": stack.app_api_token}, [app], 0
         ),
-        "one sidecar": Endpoint("one sidecar", f"{regression.url}/v1.0/invoke/regression/method/{infer}", dapr, [], 0),
+        "one sidecar": Endpoint("one sidecar", f"{regression.url}/v1.0/invoke/{service}/method/{infer}", dapr, one, 0),
         "two sidecars": Endpoint(
-            "two sidecars", f"{gateway_sidecar.url}/v1.0/invoke/regression/method/{infer}", dapr, [], 0
+            "two sidecars", f"{gateway_sidecar.url}/v1.0/invoke/{service}/method/{infer}", dapr, two, 0
         ),
         "gateway": Endpoint(
-            "gateway", f"http://127.0.0.1:{gateway_port}/{infer}", {"Authorization": f"Bearer {KEY}"}, [], 0
+            "gateway",
+            f"http://127.0.0.1:{gateway_port}/{infer}",
+            {"Authorization": f"Bearer {KEY}"},
+            [*two, gateway],
+            0,
         ),
     }
 
@@ -60,18 +69,26 @@ def measure(endpoints: dict[str, Endpoint], body: Path, concurrency: list[int], 
     cases = [(path, c) for _ in range(rounds) for c in concurrency for path in PATHS]
     for path, c in tqdm(cases, desc="gateway bench", unit="run"):
         hey(endpoints[path], body, c, ["-z", "1s"])  # warm-up: pooled connections open, caches hot
-        runs.setdefault((path, c), []).append(hey(endpoints[path], body, c, ["-z", f"{seconds:g}s"]))
+        cpu_before = cpu_seconds(endpoints[path].processes)
+        run = hey(endpoints[path], body, c, ["-z", f"{seconds:g}s"])
+        cpu = cpu_seconds(endpoints[path].processes) - cpu_before
+        runs.setdefault((path, c), []).append({**run, "cpu_us_per_request": cpu / max(run["requests"], 1) * 1e6})
     results = []
     for (path, c), samples in runs.items():
         median = sorted(samples, key=lambda run: run["p50_ms"])[len(samples) // 2]
-        results.append({"path": path, "concurrency": c, **median, "rounds": len(samples)})
+        cpu = sorted(run["cpu_us_per_request"] for run in samples)[len(samples) // 2]
+        results.append({"path": path, "concurrency": c, **median, "cpu_us_per_request": cpu, "rounds": len(samples)})
     for c in concurrency:
         at = {r["path"]: r for r in results if r["concurrency"] == c}
-        for stat in ("p50_ms", "p99_ms"):
+        for stat in ("p50_ms", "p99_ms", "cpu_us_per_request"):
             at["gateway"][f"added_{stat}"] = round(at["gateway"][stat] - at["two sidecars"][stat], 2)
             at["one sidecar"][f"added_{stat}"] = round(at["one sidecar"][stat] - at["direct"][stat], 2)
             at["two sidecars"][f"added_{stat}"] = round(at["two sidecars"][stat] - at["one sidecar"][stat], 2)
     return results
+
+
+def _whole(value: float | None) -> str:
+    return "" if value is None else number(value, 0)
 
 
 def markdown(report: dict) -> str:
@@ -81,13 +98,15 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`. diabetes, one row; servers on core 0, hey on core 1; {report['seconds']:g} s"
         f" per run after 1 s of warm-up; the median of {report['rounds']} interleaved rounds.",
         "",
-        "| path | concurrency | requests/s | p50 (ms) | p99 (ms) | added p50 (ms) | added p99 (ms) | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| path | concurrency | requests/s | p50 (ms) | p99 (ms) | CPU µs/request | added p50 (ms) | added p99 (ms) "
+        "| added CPU µs/request | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lines.append(
-            f"| {r['path']} | {r['concurrency']} | {r['requests_per_s']:.0f} | {r['p50_ms']} | {r['p99_ms']} | "
-            f"{r.get('added_p50_ms', '')} | {r.get('added_p99_ms', '')} | {r['errors']} |"
+            f"| {r['path']} | {r['concurrency']} | {number(r['requests_per_s'], 0)} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{number(r['cpu_us_per_request'], 0)} | {r.get('added_p50_ms', '')} | {r.get('added_p99_ms', '')} | "
+            f"{_whole(r.get('added_cpu_us_per_request'))} | {r['errors']} |"
         )
     lines += [
         "",

@@ -3,7 +3,7 @@
     python bench/raw.py --model diabetes --seconds 1 --batches 1 2 4 8 16 32 --started <unix time>
 
 Prints one JSON object: time from `--started` (when the caller spawned this process) to a warm model,
-the process's peak RSS, and per batch size the rows per second and the latency of one call.
+the process's peak RSS, and per batch size the rows per second, the latency of one call and the CPU time per row.
 """
 
 import argparse
@@ -26,17 +26,20 @@ def peak_rss_mib() -> float:
 
 def measure(predict, rows: np.ndarray, seconds: float) -> dict[str, float]:
     latencies = []
+    cpu_started = time.process_time()
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         call = time.perf_counter()
         predict(rows)
         latencies.append(time.perf_counter() - call)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     return {
         "requests_per_s": len(latencies) * len(rows) / elapsed,
         "p50_ms": float(np.percentile(latencies, 50)) * 1000,
         "p99_ms": float(np.percentile(latencies, 99)) * 1000,
         "requests": len(latencies) * len(rows),
+        "cpu_us_per_request": cpu / (len(latencies) * len(rows)) * 1e6,
     }
 
 

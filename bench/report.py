@@ -1,6 +1,7 @@
 """serving.json as markdown: the summary with the ratios that matter, then one table per model."""
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,77 @@ def best(cases: list[Case], model: str, server: str) -> Case | None:
     return max(own, key=lambda case: case["requests_per_s"], default=None)
 
 
+def down(value: float, significant: int = 3) -> str:
+    """`value` to `significant` digits, cut rather than rounded: a figure written down is never rounded up. (The
+    nudge keeps a binary fraction such as 2.2999999999999998 from losing its last digit.)"""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    scale = 10 ** (significant - 1 - math.floor(math.log10(abs(value))))
+    return f"{math.trunc(value * scale * (1 + 1e-12)) / scale:g}"
+
+
 def ratio(a: Case | None, b: Case | None, key: str = "requests_per_s") -> str:
     if a is None or b is None or not a.get(key) or not b.get(key):
         return "n/a"
-    return f"{a[key] / b[key]:.3g}×"
+    return f"{down(a[key] / b[key])}×"
 
 
 def number(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return "n/a" if value is None else f"{math.trunc(value * 10**digits * (1 + 1e-12)) / 10**digits:.{digits}f}"
 
 
 def latency(value: float | None) -> str:
     """Milliseconds to three significant digits: raw onnxruntime calls take microseconds, HTTP ones milliseconds."""
-    return "n/a" if value is None else f"{value:.3g}"
+    return "n/a" if value is None else down(value)
+
+
+def verdict(met: bool | None) -> str:
+    return "n/a" if met is None else "met" if met else "NOT met"
+
+
+def _at_least(a: Case | None, b: Case | None, goal: float) -> bool | None:
+    if a is None or b is None or not b["requests_per_s"]:
+        return None
+    return a["requests_per_s"] / b["requests_per_s"] >= goal
+
+
+def goals(report: dict[str, Any], model: str) -> list[str]:
+    """Each goal's ratio beside the goal, per concurrency, with whether it is met."""
+    cases, concurrencies = report["cases"], report["settings"]["concurrency"]
+    lines = []
+    kit = []
+    for c in concurrencies:
+        direct, plain = find(cases, model, "tandem-direct", False, c), find(cases, model, "plain-fastapi", False, c)
+        p50_ok = None if direct is None or plain is None else direct["p50_ms"] <= plain["p50_ms"]
+        met = _at_least(direct, plain, 1.0)
+        kit.append(
+            f"c={c} {ratio(direct, plain)} ({verdict(met)}), p50 {latency(_get(direct, 'p50_ms'))} vs "
+            f"{latency(_get(plain, 'p50_ms'))} ms ({verdict(p50_ok)}), CPU {number(_get(direct, 'cpu_us_per_request'), 0)}"
+            f" vs {number(_get(plain, 'cpu_us_per_request'), 0)} µs/request"
+        )
+    if any(find(cases, model, "plain-fastapi", False, c) for c in concurrencies):
+        lines.append(
+            "- Goal: Tandem direct at least 1.0× plain FastAPI in requests/s, p50 no higher: " + "; ".join(kit) + "."
+        )
+    batching = []
+    for server in ("tandem-direct", "tandem-sidecar"):
+        for c in concurrencies:
+            on, off = find(cases, model, server, True, c), find(cases, model, server, False, c)
+            if on is not None and off is not None:
+                batching.append(f"{server} c={c} {ratio(on, off)} ({verdict(_at_least(on, off, 0.95))})")
+    if batching:
+        lines.append("- Goal: batching on at least 0.95× batching off in requests/s: " + "; ".join(batching) + ".")
+    top = max(concurrencies)
+    gateway, sidecar = (
+        find(cases, model, "tandem-gateway", False, top),
+        find(cases, model, "tandem-sidecar", False, top),
+    )
+    if gateway is not None and sidecar is not None:
+        lines.append(
+            f"- Goal: the gateway path at least 0.6× the sidecar path in requests/s at concurrency {top}: "
+            f"{ratio(gateway, sidecar)} ({verdict(_at_least(gateway, sidecar, 0.6))})."
+        )
+    return lines
 
 
 def summary(report: dict[str, Any]) -> list[str]:
@@ -47,8 +106,10 @@ def summary(report: dict[str, Any]) -> list[str]:
     top = max(report["settings"]["concurrency"])
     low = min(report["settings"]["concurrency"])
     models = report["settings"]["models"]
+    rounds = report["settings"].get("rounds", 1)
     lines = [
-        f"Throughput ratios at concurrency {top} (batching off unless said); latency at concurrency {low}.",
+        f"Throughput ratios at concurrency {top} (batching off unless said); latency at concurrency {low}; "
+        f"each figure the median of {rounds} interleaved round{'s' if rounds != 1 else ''}.",
         "",
     ]
     for model in models:
@@ -62,6 +123,7 @@ def summary(report: dict[str, Any]) -> list[str]:
         raw_best = find(cases, model, "onnxruntime", True, None)
         served_best = best(cases, model, "tandem-direct")
         lines.append(f"**{model}**")
+        lines += goals(report, model)
         lines.append(
             f"- Kit overhead, Tandem direct vs plain FastAPI: {ratio(direct, plain)} the requests/s; "
             f"p50 {latency(_get(direct_low, 'p50_ms'))} vs {latency(_get(plain_low, 'p50_ms'))} ms."
@@ -122,8 +184,8 @@ def _describe(case: Case | None) -> str:
 
 def table(cases: list[Case], model: str) -> list[str]:
     lines = [
-        "| server | batching | concurrency / batch | req/s | p50 ms | p99 ms | errors | RSS MiB | ready s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| server | batching | concurrency / batch | req/s | p50 ms | p99 ms | CPU µs/request | errors | RSS MiB | ready s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in cases:
         if case["model"] != model:
@@ -132,7 +194,7 @@ def table(cases: list[Case], model: str) -> list[str]:
         lines.append(
             f"| {case['server']} | {'on' if case['batching'] else 'off'} | {load} | "
             f"{number(case['requests_per_s'])} | {latency(case['p50_ms'])} | {latency(case['p99_ms'])} | "
-            f"{case['errors']} | {number(case['rss_mib'], 0)} | {number(case['ready_s'], 2)} |"
+            f"{number(case.get('cpu_us_per_request'), 0)} | {case['errors']} | {number(case['rss_mib'], 0)} | {number(case['ready_s'], 2)} |"
         )
     return lines
 

@@ -1,14 +1,17 @@
 """Serving overhead, sidecar cost and batching, side by side with the model servers users would pick instead.
 
     python -m bench.serving [--models diabetes minilm nsfw] [--servers ...] [--concurrency 1 8 32]
-                            [--seconds S] [--warmup W] [--out bench/results]
+                            [--seconds S] [--warmup W] [--rounds R] [--out bench/results]
 
 For each model (the same ONNX file, one onnxruntime intra-op thread everywhere): raw onnxruntime
 in-process at batch 1 and its best batch, a plain FastAPI app, Tandem called directly and through its
 sidecar, KServe's ModelServer, MLServer and BentoML, batching off and on where the server has it.
-Servers run on core 0, the load generator (hey) on core 1. Every server first gets one request whose
-answer is checked against onnxruntime's; then, per concurrency, a warm-up and a timed run. Writes
-serving.json and serving.md (and serving.png when the plot venv exists) to --out.
+Servers run on core 0, the load generator (hey) on core 1. Every server of a model starts, then gets one
+request whose answer is checked against onnxruntime's; then --rounds interleaved rounds, each a warm-up and a
+timed run of every server at every concurrency, so a noisy moment on a shared machine hits every server alike;
+each case reports the median of its rounds. Beside requests/s and latency, each case has the CPU time its serving
+processes spent per answered request, which a busy machine disturbs far less than it disturbs wall-clock rates.
+Writes serving.json and serving.md (and serving.png when the plot venv exists) to --out.
 
 `bench/setup.sh` installs hey and the peers' virtual environments under .bench/ (git-ignored).
 """
@@ -33,6 +36,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from bench.report import markdown
 from bench.workloads import WORKLOADS, Workload, load
@@ -62,8 +66,10 @@ FIELDS = (
     "p99_ms",
     "requests",
     "errors",
+    "cpu_us_per_request",
     "rss_mib",
     "ready_s",
+    "rounds",
 )
 
 
@@ -136,15 +142,23 @@ def start_plain(run: Run, workload: Workload, batching: bool) -> Deployment:
 
 def start_tandem(run: Run, workload: Workload, batching: bool) -> Deployment:
     """The model's Tandem service with only that model, its sidecar, and the gateway beside its own sidecar
-    (tokens on, as in `make run`; the gateway's rate limit off)."""
+    (tokens on, as in `make run`; the gateway's rate limit off). Its own folder and app ids: sidecars find each
+    other by app id over mDNS, so the deployments of one run (and other stacks on the host) must not share one."""
     service = SERVICE[workload.name]
     prefix = service.upper()
-    env = {f"{prefix}_MODEL_REPOSITORY": str(run.tandem_models), f"{prefix}_MODELS": workload.name}
+    work = run.work / f"tandem-{workload.name}-{'batching' if batching else 'plain'}"
+    work.mkdir(exist_ok=True)
+    stack = Stack(work, redis_port=run.redis_port)
+    app_id = stack.app_id(service)
+    env = {
+        f"{prefix}_MODEL_REPOSITORY": str(run.tandem_models),
+        f"{prefix}_MODELS": workload.name,
+        f"{prefix}_GATEWAY_APP": stack.app_id("gateway"),
+    }
     if batching:
         env[f"{prefix}_BATCHING"] = json.dumps(
             {workload.name: {"max_batch_size": MAX_BATCH_SIZE, "max_wait_ms": MAX_WAIT_MS}}
         )
-    stack = Stack(run.work, redis_port=run.redis_port)
     try:
         app_port, sidecar_port = free_port(), free_port()
         started = time.perf_counter()
@@ -152,12 +166,11 @@ def start_tandem(run: Run, workload: Workload, batching: bool) -> Deployment:
             service, [sys.executable, "-m", service], app_port, DAPR_HTTP_PORT=str(sidecar_port), **env
         )
         app_ready = time.perf_counter() - started
-        sidecar = stack.start_sidecar(service, stack.components({}), app_port, sidecar_port)
+        sidecar = stack.start_sidecar(app_id, stack.components({}), app_port, sidecar_port)
+        stack.services[service] = app_id
         sidecar_ready = time.perf_counter() - started
-        # The gateway routing to `service` through its own sidecar; a client key in the stack's secret store.
-        gateway, gateway_sidecar, gateway_port = stack.start_gateway(
-            {"bench": GATEWAY_KEY}, GATEWAY_SERVICES=service, GATEWAY_RATE_LIMIT="0"
-        )
+        # The gateway routing to the service through its own sidecar; a client key in the stack's secret store.
+        gateway, gateway_sidecar, gateway_port = stack.start_gateway({"bench": GATEWAY_KEY}, GATEWAY_RATE_LIMIT="0")
         gateway_ready = time.perf_counter() - started
     except BaseException:
         stack.close()
@@ -174,7 +187,7 @@ def start_tandem(run: Run, workload: Workload, batching: bool) -> Deployment:
             ),
             Endpoint(
                 "tandem-sidecar",
-                f"{sidecar.url}/v1.0/invoke/{service}/method/{route}",
+                f"{sidecar.url}/v1.0/invoke/{app_id}/method/{route}",
                 {"dapr-api-token": stack.dapr_api_token},
                 [app, sidecar.process],
                 sidecar_ready,
@@ -307,6 +320,20 @@ def rss_mib(processes: list[Process]) -> float:
     return total / 1024
 
 
+def cpu_seconds(processes: list[Process]) -> float:
+    """User and system CPU time of the serving processes and everything they started, so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for process in processes:
+        for pid in process_tree(process.popen.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 @contextmanager
 def peak_rss(processes: list[Process], interval: float = 0.2) -> Iterator[Callable[[], float]]:
     """Samples the processes' RSS while the block runs; yields a function that returns the peak."""
@@ -395,19 +422,19 @@ def run_raw(workload: Workload, seconds: float, results: Results) -> None:
     results.raw_batches[workload.name] = batches
     best = max(batches, key=lambda batch: batches[batch]["requests_per_s"])
     for batch, batching in ((1, False), (best, True)):
-        results.cases.append(
-            {
-                "model": workload.name,
-                "server": "onnxruntime",
-                "batching": batching,
-                "concurrency": None,
-                "batch": batch,
-                **batches[batch],
-                "errors": 0,
-                "rss_mib": raw["rss_mib"],
-                "ready_s": raw["ready_s"],
-            }
-        )
+        case = {
+            "model": workload.name,
+            "server": "onnxruntime",
+            "batching": batching,
+            "concurrency": None,
+            "batch": batch,
+            **batches[batch],
+            "errors": 0,
+            "rss_mib": raw["rss_mib"],
+            "ready_s": raw["ready_s"],
+            "rounds": [{key: batches[batch][key] for key in ("requests_per_s", "p50_ms", "cpu_us_per_request")}],
+        }
+        results.cases.append({name: case[name] for name in FIELDS})
 
 
 @dataclass
@@ -425,49 +452,98 @@ class Target:
         return cls(workload, body_file, load(workload, ROOT / "models")(workload.rows(1)))
 
 
-def run_server(run: Run, name: str, target: Target, batching: bool, args: argparse.Namespace, results: Results) -> None:
-    workload, body_file = target.workload, target.body_file
-    seconds = args.seconds or SECONDS[workload.name]
-    label = f"{workload.name} {name} batching {'on' if batching else 'off'}"
-    try:
-        deployment = SERVERS[name].start(run, workload, batching)
-    except Exception as error:  # a peer that fails to start must not end a long run: it is reported
-        results.failures.append({"model": workload.name, "server": name, "batching": batching, "error": str(error)})
-        print(f"  {label}: failed to start: {error}", flush=True)
-        return
-    try:
+def start_all(run: Run, target: Target, servers: list[str], results: Results) -> list[tuple[bool, Deployment]]:
+    """Every server of the model, batching off and (where it has it) on; a server that fails to start is reported."""
+    deployments = []
+    for name in servers:
+        for batching in (False, True) if SERVERS[name].batching else (False,):
+            try:
+                deployments.append((batching, SERVERS[name].start(run, target.workload, batching)))
+            except Exception as error:  # a peer that fails to start must not end a long run: it is reported
+                failure = {"model": target.workload.name, "server": name, "batching": batching, "error": str(error)}
+                results.failures.append(failure)
+                tqdm.write(f"  {name} batching {'on' if batching else 'off'}: failed to start: {error}")
+    return deployments
+
+
+def answering(
+    deployments: list[tuple[bool, Deployment]], target: Target, results: Results
+) -> list[tuple[bool, Endpoint]]:
+    """The endpoints whose answer is right; the others are reported."""
+    endpoints = []
+    for batching, deployment in deployments:
         for endpoint in deployment.endpoints:
             try:
-                check_answer(endpoint, body_file.read_bytes(), target.expected)
+                check_answer(endpoint, target.body_file.read_bytes(), target.expected)
             except Exception as error:
-                results.failures.append(
-                    {"model": workload.name, "server": endpoint.server, "batching": batching, "error": str(error)}
-                )
-                print(f"  {label}: {error}", flush=True)
+                failure = {"model": target.workload.name, "server": endpoint.server, "batching": batching}
+                results.failures.append({**failure, "error": str(error)})
+                tqdm.write(f"  {endpoint.server} batching {'on' if batching else 'off'}: {error}")
                 continue
-            for concurrency in args.concurrency:
-                warmup = hey(endpoint, body_file, concurrency, ["-z", f"{args.warmup}s"])
-                with peak_rss(endpoint.processes) as peak:
-                    measured = hey(endpoint, body_file, concurrency, measured_load(warmup, concurrency, seconds))
-                case = {
-                    "model": workload.name,
-                    "server": endpoint.server,
-                    "batching": batching,
-                    "concurrency": concurrency,
-                    "batch": None,
-                    **measured,
-                    "rss_mib": peak(),
-                    "ready_s": endpoint.ready_s,
-                }
-                results.cases.append(case)
-                print(
-                    f"  {workload.name:8} {endpoint.server:14} batching {'on ' if batching else 'off'} "
-                    f"c={concurrency:<3} {case['requests_per_s']:8.1f} req/s  p50 {case['p50_ms']} ms  "
-                    f"p99 {case['p99_ms']} ms  errors {case['errors']}  RSS {case['rss_mib']:.0f} MiB",
-                    flush=True,
-                )
+            endpoints.append((batching, endpoint))
+    return endpoints
+
+
+def measure(endpoint: Endpoint, body_file: Path, concurrency: int, seconds: float, warmup: float) -> dict:
+    """One warm-up and one timed run of hey; the timed run's figures, peak RSS and CPU per answered request."""
+    warm = hey(endpoint, body_file, concurrency, ["-z", f"{warmup}s"])
+    cpu_before = cpu_seconds(endpoint.processes)
+    with peak_rss(endpoint.processes) as peak:
+        measured = hey(endpoint, body_file, concurrency, measured_load(warm, concurrency, seconds))
+    cpu = cpu_seconds(endpoint.processes) - cpu_before
+    return {**measured, "cpu_us_per_request": cpu / max(measured["requests"], 1) * 1e6, "rss_mib": peak()}
+
+
+def median_case(runs: list[dict]) -> dict:
+    """Each figure's median over the rounds (errors and requests summed, RSS at its peak)."""
+    case = {key: float(np.median([run[key] for run in runs])) for key in ("requests_per_s", "cpu_us_per_request")}
+    for key in ("p50_ms", "p99_ms"):
+        values = [run[key] for run in runs if run[key] is not None]
+        case[key] = round(float(np.median(values)), 2) if values else None
+    case["requests"] = sum(run["requests"] for run in runs)
+    case["errors"] = sum(run["errors"] for run in runs)
+    case["rss_mib"] = max(run["rss_mib"] for run in runs)
+    case["rounds"] = [{key: run[key] for key in ("requests_per_s", "p50_ms", "cpu_us_per_request")} for run in runs]
+    return case
+
+
+def run_model(run: Run, target: Target, args: argparse.Namespace, results: Results) -> None:
+    workload = target.workload
+    seconds = args.seconds or SECONDS[workload.name]
+    deployments = start_all(run, target, args.servers, results)
+    try:
+        endpoints = answering(deployments, target, results)
+        runs: dict[tuple[str, bool, int], list[dict]] = {}
+        plan = [
+            (c, batching, endpoint)
+            for _ in range(args.rounds)
+            for c in args.concurrency
+            for batching, endpoint in endpoints
+        ]
+        for concurrency, batching, endpoint in tqdm(plan, desc=workload.name, unit="run"):
+            measured = measure(endpoint, target.body_file, concurrency, seconds, args.warmup)
+            runs.setdefault((endpoint.server, batching, concurrency), []).append(measured)
+            tqdm.write(
+                f"  {workload.name:8} {endpoint.server:14} batching {'on ' if batching else 'off'} "
+                f"c={concurrency:<3} {measured['requests_per_s']:8.1f} req/s  p50 {measured['p50_ms']} ms  "
+                f"p99 {measured['p99_ms']} ms  CPU {measured['cpu_us_per_request']:.0f} µs/request  "
+                f"errors {measured['errors']}  RSS {measured['rss_mib']:.0f} MiB"
+            )
+        ready = {(endpoint.server, batching): endpoint.ready_s for batching, endpoint in endpoints}
+        for (server, batching, concurrency), samples in runs.items():
+            case = {
+                "model": workload.name,
+                "server": server,
+                "batching": batching,
+                "concurrency": concurrency,
+                "batch": None,
+                **median_case(samples),
+                "ready_s": ready[server, batching],
+            }
+            results.cases.append({name: case[name] for name in FIELDS})
     finally:
-        deployment.close()
+        for _, deployment in deployments:
+            deployment.close()
 
 
 def machine() -> dict[str, str | int | float]:
@@ -502,6 +578,7 @@ def write(results: Results, args: argparse.Namespace) -> dict:
             "concurrency": args.concurrency,
             "seconds": {model: args.seconds or SECONDS[model] for model in args.models},
             "warmup_s": args.warmup,
+            "rounds": args.rounds,
             "batching": {"max_batch_size": MAX_BATCH_SIZE, "max_wait_ms": MAX_WAIT_MS},
             "onnxruntime_threads": {"intra_op": 1, "inter_op": 1},
             "cores": {"servers": SERVER_CORE, "load_generator": LOAD_CORE},
@@ -536,6 +613,7 @@ def main() -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=None, help="load per case (default: per model)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each measured run")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds per case; the median counts")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
@@ -559,10 +637,8 @@ def main() -> None:
                 print(f"{model} ({workload.size})", flush=True)
                 run_raw(workload, min(2.0, args.seconds or 2.0), results)
                 target = Target.prepare(workload, work)
-                for name in args.servers:
-                    for batching in (False, True) if SERVERS[name].batching else (False,):
-                        run_server(run, name, target, batching, args, results)
-                        write(results, args)
+                run_model(run, target, args, results)
+                write(results, args)
             write(results, args)
         finally:
             redis.close()

@@ -3,15 +3,18 @@ owns it through the sidecars, with `/v2/models` across services, a circuit break
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib.metadata import version as package_version
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import httpx
 from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tandem.server import make_base_app
 from tandem.settings import AppSettings, DaprSettings, Names
@@ -190,15 +193,66 @@ async def repository_index(
     return [entry for entry in request.app.state.directory.listing() if not ready_only or entry["state"] == "READY"]
 
 
-@router.api_route("/v2/models/{model}", methods=["GET"])
-@router.api_route("/v2/models/{model}/{rest:path}", methods=["GET", "POST"])
-async def model_route(request: Request, model: str, rest: str = "") -> Response:
+async def forward_model_route(request: Request, model: str) -> Response:
     """Any OIP model route (metadata, ready, infer, with or without a version) of the service owning `model`."""
     service = await request.app.state.directory.owner(model)
     if service is None:
         raise HTTPException(404, f"model {model!r} is not served by any service (GET /v2/models lists them)")
     breaker = request.app.state.breakers.setdefault(service, new_breaker())
     return await request.app.state.forwarder.forward(service, request, breaker)
+
+
+def _forwarded(summary: str, parameters: list[str], method: str) -> dict[str, Any]:
+    return {
+        "tags": ["Gateway"],
+        "summary": summary,
+        "description": "Forwarded as it came to the service that owns `model`; its answer comes back as it was.",
+        "operationId": f"model_route_{'_'.join(parameters)}_{method}",
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in parameters
+        ],
+        "responses": {"200": {"description": "The service's answer", "content": {"application/json": {"schema": {}}}}},
+    }
+
+
+# Path segments as FastAPI matches "/v2/models/{model}" and "/v2/models/{model}/{rest:path}".
+MODEL_PATH = re.compile(r"/v2/models/(?P<model>[^/]+)(?P<rest>/.*)?")
+
+
+class ModelRoutes:
+    """`/v2/models/{model}` and every path below it, forwarded as plain ASGI: the gateway's hot path, where FastAPI's
+    routing and per-request dependency machinery cost more than the forwarding (bench/results/hotpath.md). The API
+    key and rate limit are checked as on the gateway's other routes; other paths go on to the FastAPI app."""
+
+    openapi_paths: ClassVar[dict[str, Any]] = {
+        "/v2/models/{model}": {"get": _forwarded("Model metadata", ["model"], "get")},
+        "/v2/models/{model}/{rest}": {
+            method: _forwarded(
+                "Any OIP model route (ready, infer, with or without a version)", ["model", "rest"], method
+            )
+            for method in ("get", "post")
+        },
+    }
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = MODEL_PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        allowed = ("GET",) if match["rest"] is None else ("GET", "POST")
+        request = Request(scope, receive)
+        response: Response
+        try:
+            if scope["method"] not in allowed:
+                raise HTTPException(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
+            await authenticate(request)
+            response = await forward_model_route(request, match["model"])
+        except HTTPException as error:
+            response = JSONResponse({"error": str(error.detail)}, error.status_code, error.headers)
+        await response(scope, receive, send)
 
 
 @router.get("/status")
@@ -263,4 +317,5 @@ app = make_base_app(
     lifespan=lifespan,
     ready=ready,
     app_token_only_under=("/dapr/", "/events/", "/services/"),
+    asgi_routes=(ModelRoutes,),
 )

@@ -297,7 +297,7 @@ class DurableExecutor:
         await self._save(f"{data['run']}:outputs", encode_tensors(outputs))
         if data.get("results"):
             response = Response(model_name=graph.name, model_version=graph.pipeline.version, id=data["run"], outputs=[])
-            body, _ = encode_response(response, outputs, set())
+            body, _ = encode_response(response.model_name, response.model_version, response.id, outputs, set())
             await self.sidecar.publish(self.pubsub, data["results"], {"run": data["run"], **json.loads(body)})
         return sorted(outputs)
 

@@ -200,7 +200,14 @@ async def infer(request: Request, pipeline: str, version: str | None = None) -> 
         parameters=response_parameters(run),
         outputs=[],
     )
-    content, response_headers = encode_response(response, outputs, binary_outputs(body_request, list(outputs)))
+    content, response_headers = encode_response(
+        response.model_name,
+        response.model_version,
+        response.id,
+        outputs,
+        binary_outputs(body_request, list(outputs)),
+        response.parameters,
+    )
     return Response(content, headers=response_headers)
 
 

@@ -1,10 +1,13 @@
 """Adaptive batching: requests for one model version that arrive while it is busy run together.
 
-When the model is free, what is queued runs at once. Under concurrent load (the last batch held more than one
-request) a batch also waits at most `max_wait` for company; a lone caller never waits. A batch holds at most
-`max_batch_size` rows. Requests
-whose tensors differ in more than the batch dimension run in separate batches, so every request
-gets exactly the rows it sent.
+When the model is free, what is queued runs at once; a model cheap enough to run on the event loop (see runner.py)
+that is idle runs a request at once, alone, without the hop through the batch worker. A batch waits for more company only when waiting pays: when
+the next request is expected (the measured gap between arrivals) sooner than the time its joining saves (the
+measured fixed cost of a model call, what running it alone would cost on top of its rows), and never longer than
+`max_wait` in all. For a small model on a busy CPU the fixed cost is a few microseconds and requests come tens of
+microseconds apart, so it never waits: waiting there only idles the model (bench/results/serving.md). A batch holds
+at most `max_batch_size` rows. Requests whose tensors differ in more than the batch dimension run in separate
+batches, so every request gets exactly the rows it sent. `tandem_batches_total{reason}` says why each batch closed.
 """
 
 import asyncio
@@ -12,9 +15,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE
+from .metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE, BATCHES
 from .protocol import InferenceError
+from .runner import INLINE_BELOW_SECONDS, Runner
 from .runtime import Model
+
+# Why a batch closed (the `reason` label of tandem_batches_total).
+FULL = "full"  # it reached max_batch_size rows
+MAX_WAIT = "max_wait"  # it waited max_wait for company
+QUEUE_EMPTY = "queue_empty"  # nothing more was queued, and waiting for more would not pay
+IDLE = "idle"  # the model was idle and runs on the event loop: the request ran at once, alone
+REASONS = (FULL, MAX_WAIT, QUEUE_EMPTY, IDLE)
+# Weight of the newest observation in the averages below: they follow a changing load within tens of requests.
+_NEWEST = 0.1
 
 
 @dataclass
@@ -31,8 +44,39 @@ class _Pending:
         return tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(self.inputs.items()))
 
 
+class CallCost:
+    """A model call's CPU time as a line in its rows, `fixed + per_row * rows`, fitted by least squares to the calls
+    measured, older ones weighing less. `fixed` is 0 until calls of different sizes tell it apart from `per_row`."""
+
+    def __init__(self) -> None:
+        self.weight = self.rows = self.rows_squared = self.seconds = self.rows_seconds = 0.0
+
+    def add(self, rows: int, seconds: float) -> None:
+        keep = 1 - _NEWEST
+        self.weight = keep * self.weight + 1
+        self.rows = keep * self.rows + rows
+        self.rows_squared = keep * self.rows_squared + rows * rows
+        self.seconds = keep * self.seconds + seconds
+        self.rows_seconds = keep * self.rows_seconds + rows * seconds
+
+    @property
+    def fixed(self) -> float:
+        spread = self.weight * self.rows_squared - self.rows * self.rows
+        if spread <= 1e-9 * max(self.weight * self.rows_squared, 1.0):  # every call had the same number of rows
+            return 0.0
+        per_row = (self.weight * self.rows_seconds - self.rows * self.seconds) / spread
+        return max(0.0, (self.seconds - per_row * self.rows) / self.weight)
+
+
 class AdaptiveBatcher:
-    def __init__(self, model: Model, labels: tuple[str, str], max_batch_size: int, max_wait: float):
+    def __init__(
+        self,
+        model: Model,
+        labels: tuple[str, str],
+        max_batch_size: int,
+        max_wait: float,
+        inline_below: float = INLINE_BELOW_SECONDS,
+    ):
         batch_major = all(
             spec.shape and spec.shape[0] == -1 for spec in [*model.inputs.values(), *model.outputs.values()]
         )
@@ -42,16 +86,39 @@ class AdaptiveBatcher:
         self.labels = labels
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
+        self.runner = Runner(model.run, inline_below)
+        self.cost = CallCost()
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.worker: asyncio.Task | None = None
-        self.last_batch_requests = 0
+        # Seconds between arrivals, averaged; unknown (no company expected) until two requests came.
+        self.gap: float | None = None
+        self.last_arrival: float | None = None
+        self.busy = False  # a batch is being gathered or run
+        self.closed = {reason: BATCHES.labels(*labels, reason) for reason in REASONS}
+        self.sizes = BATCH_SIZE.labels(*labels)
+        self.queue_seconds = BATCH_QUEUE_SECONDS.labels(*labels)
 
     async def predict(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Runs `inputs` (already checked) in the next batch and returns this request's rows of `outputs`."""
         loop = asyncio.get_running_loop()
         if self.worker is None or self.worker.done():
             self.worker = loop.create_task(self._work())
-        pending = _Pending(inputs, loop.create_future(), loop.time())
+        now = loop.time()
+        if self.last_arrival is not None:
+            gap = now - self.last_arrival
+            self.gap = gap if self.gap is None else self.gap + _NEWEST * (gap - self.gap)
+        self.last_arrival = now
+        rows = next(iter(inputs.values())).shape[0]
+        if not self.busy and self.queue.empty() and self.runner.inline(rows):
+            # A model cheap enough for the event loop runs to the end before anyone else can arrive, so nobody could
+            # join its batch, and the hop through the worker would cost more than the call (bench/results/hotpath.md).
+            self.closed[IDLE].inc()
+            self.sizes.observe(rows)
+            self.queue_seconds.observe(0.0)
+            results = await self.runner(inputs, outputs, rows)
+            self.cost.add(rows, self.runner.last_seconds)
+            return {name: results[name] for name in outputs}
+        pending = _Pending(inputs, loop.create_future(), now)
         self.queue.put_nowait(pending)
         results = await pending.future
         return {name: results[name] for name in outputs}
@@ -63,32 +130,42 @@ class AdaptiveBatcher:
             self.worker.cancel()
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            rows = batch[0].rows
-            # Waiting for company pays only when company is coming: at concurrency 1 it would add max_wait to
-            # every request.
-            deadline = loop.time() + (self.max_wait if self.last_batch_requests > 1 else 0.0)
-            while rows < self.max_batch_size:
-                if self.queue.empty():
-                    if loop.time() >= deadline:
-                        break
-                    try:
-                        pending = await asyncio.wait_for(self.queue.get(), deadline - loop.time())
-                    except TimeoutError:
-                        break
-                else:
-                    pending = self.queue.get_nowait()
-                batch.append(pending)
-                rows += pending.rows
-            self.last_batch_requests = len(batch)
+            self.busy = True
             try:
+                reason = await self._gather(batch)
+                self.closed[reason].inc()
                 for group in _groups(batch):
                     await self._run(group)
             finally:
+                self.busy = False
                 for _ in batch:
                     self.queue.task_done()
+
+    async def _gather(self, batch: list[_Pending]) -> str:
+        """Adds queued requests to `batch` (and, when it pays, requests still to come); returns why it closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        rows = batch[0].rows
+        while rows < self.max_batch_size:
+            if self.queue.empty():
+                # Wait for the next request at most as long as its joining saves: the fixed cost of a call.
+                saving = self.cost.fixed
+                if self.gap is None or self.gap >= saving:
+                    return QUEUE_EMPTY
+                wait = min(saving, deadline - loop.time())
+                if wait <= 0:
+                    return MAX_WAIT
+                try:
+                    pending = await asyncio.wait_for(self.queue.get(), wait)
+                except TimeoutError:
+                    return MAX_WAIT if loop.time() >= deadline else QUEUE_EMPTY
+            else:
+                pending = self.queue.get_nowait()
+            batch.append(pending)
+            rows += pending.rows
+        return FULL
 
     async def _run(self, group: list["_Pending"]) -> None:
         loop = asyncio.get_running_loop()
@@ -96,11 +173,15 @@ class AdaptiveBatcher:
         if not live:
             return
         for pending in live:
-            BATCH_QUEUE_SECONDS.labels(*self.labels).observe(loop.time() - pending.queued_at)
-        inputs = {name: np.concatenate([pending.inputs[name] for pending in live]) for name in live[0].inputs}
-        BATCH_SIZE.labels(*self.labels).observe(sum(pending.rows for pending in live))
+            self.queue_seconds.observe(loop.time() - pending.queued_at)
+        if len(live) == 1:
+            inputs = live[0].inputs
+        else:
+            inputs = {name: np.concatenate([pending.inputs[name] for pending in live]) for name in live[0].inputs}
+        rows = sum(pending.rows for pending in live)
+        self.sizes.observe(rows)
         try:
-            results = await asyncio.to_thread(self.model.run, inputs, list(self.model.outputs))
+            results = await self.runner(inputs, list(self.model.outputs), rows)
         except InferenceError as error:
             if len(live) > 1:  # one request's bad data (say, a corrupt image) must not fail its neighbours
                 for pending in live:
@@ -120,6 +201,7 @@ class AdaptiveBatcher:
                     {name: array[start : start + pending.rows] for name, array in results.items()}
                 )
             start += pending.rows
+        self.cost.add(rows, self.runner.last_seconds)
 
 
 def _groups(batch: list[_Pending]) -> list[list[_Pending]]:

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from .card import ModelCard
-from .metrics import INFERENCE_SECONDS, INFERENCES
-from .protocol import InferenceError, InferenceResponse, binary_outputs, decode_request, encode_response
+from .metrics import inference_seconds, inferences
+from .protocol import InferenceError, binary_outputs, decode_request, encode_response
 from .repository import Model, ModelRepository
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -45,9 +45,10 @@ class DataPlane:
         try:
             return self.repository.get(name, version)
         except InferenceError as error:
-            # Names no model has are counted together: a client must not be able to mint metric series.
+            # Names and versions no model has are counted together: a client must not be able to mint metric series.
+            versions = {**self.repository.models.get(name, {}), **self.repository.failures.get(name, {})}
             known = name in self.repository.models or name in self.repository.failures
-            INFERENCES.labels(name if known else "", (version or "") if known else "", _outcome(error)).inc()
+            inferences(name if known else "", version if version in versions else "", _outcome(error)).inc()
             raise
 
     async def infer(
@@ -61,12 +62,13 @@ class DataPlane:
             wanted = [output.name for output in request.outputs] if request.outputs else None
             results = await model.predict(inputs, wanted)
         except InferenceError as error:
-            INFERENCES.labels(model.name, model.version, _outcome(error)).inc()
+            inferences(model.name, model.version, _outcome(error)).inc()
             raise
-        response = InferenceResponse(model_name=model.name, model_version=model.version, id=request.id, outputs=[])
-        encoded = encode_response(response, results, binary_outputs(request, list(results)))
-        INFERENCES.labels(model.name, model.version, "ok").inc()
-        INFERENCE_SECONDS.labels(model.name, model.version).observe(time.perf_counter() - started)
+        encoded = encode_response(
+            model.name, model.version, request.id, results, binary_outputs(request, list(results))
+        )
+        inferences(model.name, model.version, "ok").inc()
+        inference_seconds(model.name, model.version).observe(time.perf_counter() - started)
         return encoded
 
     async def predict(
@@ -78,10 +80,10 @@ class DataPlane:
         try:
             results = await model.predict(inputs, outputs)
         except InferenceError as error:
-            INFERENCES.labels(model.name, model.version, _outcome(error)).inc()
+            inferences(model.name, model.version, _outcome(error)).inc()
             raise
-        INFERENCES.labels(model.name, model.version, "ok").inc()
-        INFERENCE_SECONDS.labels(model.name, model.version).observe(time.perf_counter() - started)
+        inferences(model.name, model.version, "ok").inc()
+        inference_seconds(model.name, model.version).observe(time.perf_counter() - started)
         return model, results
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ others, and the index lists it with the reason.
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import yaml
 from .batching import AdaptiveBatcher
 from .card import CARD_FILE, CardError, ModelCard
 from .protocol import InferenceError, ModelNotFound, ModelUnavailable
+from .runner import Runner
 from .runtime import Model as Runtime
 from .runtime import TensorSpec, runtime_class
 from .settings import BatchingSettings
@@ -36,13 +37,17 @@ class Model:
     card: ModelCard
     runtime: Runtime
     batcher: AdaptiveBatcher | None = None
+    runner: Runner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.runner = Runner(self.runtime.run)
 
     async def predict(self, inputs: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
         names = self.runtime.check(inputs, outputs)
         if self.batcher is not None:
             return await self.batcher.predict(inputs, names)
-        # Off the event loop: a heavy model must not stall every other request of the service.
-        results = await asyncio.to_thread(self.runtime.run, inputs, names)
+        # Off the event loop unless the model is cheap: a heavy model must not stall every other request.
+        results = await self.runner(inputs, names, _rows(inputs))
         return {name: results[name] for name in names}
 
     def metadata(self, versions: list[str]) -> dict[str, Any]:
@@ -58,6 +63,11 @@ class Model:
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
+
+
+def _rows(inputs: dict[str, np.ndarray]) -> int:
+    first = next(iter(inputs.values()), None)
+    return first.shape[0] if first is not None and first.ndim else 1
 
 
 def _spec_json(spec: TensorSpec) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import uvicorn
@@ -26,7 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
-from .protocol import HEADER_LENGTH, InferenceError, InferenceRequest, InferenceResponse
+from .fastpath import InferRoute
+from .protocol import InferenceError, InferenceRequest, InferenceResponse
 from .repository import ModelRepository
 from .settings import AppSettings, DaprSettings, ServiceSettings
 from .sidecar import Sidecar, SidecarError
@@ -41,6 +42,17 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 ReadyCheck = Callable[[Request], Awaitable[tuple[bool, str]]]
 
 
+class AsgiRoute(Protocol):
+    """A plain-ASGI route: answers its own paths, passes the others on to the app it wraps, and documents its paths
+    (OpenAPI path items; every operation gets the kit's error response as its default)."""
+
+    openapi_paths: ClassVar[dict[str, Any]]
+
+    def __init__(self, app: ASGIApp) -> None: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 def make_base_app(
     name: str,
     settings: AppSettings,
@@ -49,9 +61,11 @@ def make_base_app(
     lifespan: Lifespan | None = None,
     ready: ReadyCheck | None = None,
     app_token_only_under: tuple[str, ...] | None = None,
+    asgi_routes: tuple[type[AsgiRoute], ...] = (),
 ) -> FastAPI:
     """Any Tandem app: health, /metrics, /docs, body limit, app-token check (on every path, or only on paths under
-    `app_token_only_under`), errors as {"error": ...}, and `app.state.sidecar`, the pooled client to its sidecar."""
+    `app_token_only_under`), errors as {"error": ...}, and `app.state.sidecar`, the pooled client to its sidecar.
+    `asgi_routes` answer their paths before FastAPI's router does, after the token check and the body limit."""
     dapr = dapr or DaprSettings()
 
     @asynccontextmanager
@@ -67,6 +81,8 @@ def make_base_app(
             await app.state.sidecar.aclose()
 
     app = FastAPI(title=f"Tandem {name}", version=package_version("tandem"), lifespan=kit_lifespan)
+    for route in asgi_routes:  # the first added is the innermost
+        app.add_middleware(route)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AppTokenMiddleware, token=dapr.app_api_token, only_under=app_token_only_under)
@@ -75,7 +91,7 @@ def make_base_app(
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
+    app.openapi = lambda: _openapi(app, asgi_routes)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
     return app
 
 
@@ -112,7 +128,9 @@ def make_app(
         return request.app.state.dataplane.repository.ready()
 
     routers = (_oip_router(name, settings), *routers)
-    return make_base_app(name, settings, dapr, routers, lifespan=load_models, ready=can_serve)
+    return make_base_app(
+        name, settings, dapr, routers, lifespan=load_models, ready=can_serve, asgi_routes=(InferRoute,)
+    )
 
 
 async def keep_registered(sidecar: Sidecar, settings: ServiceSettings) -> None:
@@ -252,18 +270,6 @@ def _oip_router(service: str, settings: ServiceSettings) -> APIRouter:
         dataplane(request).model_ready(model, version)
         return Response(status_code=200)
 
-    @router.post("/v2/models/{model}/infer", response_model=InferenceResponse, openapi_extra=_INFER_BODY)
-    @router.post(
-        "/v2/models/{model}/versions/{version}/infer",
-        response_model=InferenceResponse,
-        openapi_extra=_INFER_BODY,
-    )
-    async def infer(request: Request, model: str, version: str | None = None) -> Response:
-        # Parsed here rather than by FastAPI: JSON needs no Content-Type, and binary tensors follow the JSON.
-        body = await request.body()  # within settings.max_body_bytes: BodyLimitMiddleware sees to it
-        content, headers = await dataplane(request).infer(model, version, body, request.headers.get(HEADER_LENGTH))
-        return Response(content, headers=headers)
-
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
         body = await request.body()
@@ -351,14 +357,6 @@ def _server_error(request: Request, status: int, message: str, error: Exception)
     return _error(status, f"{message} (request id {request_id})", {"x-request-id": request_id})
 
 
-_INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
-    }
-}
-
-
 # What every route may answer besides its own: the kit's error handlers and middleware answer {"error": "..."}; a
 # sidecar in between (the only way in when APP_API_TOKEN is set) answers its own refusals in Dapr's error shape.
 _ERROR_RESPONSE = {
@@ -377,14 +375,18 @@ _ERROR_SCHEMA = {
 }
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, asgi_routes: tuple[type[AsgiRoute], ...]) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        # The plain-ASGI routes are not FastAPI's: they document themselves.
+        for route in asgi_routes:
+            schema["paths"].update(route.openapi_paths)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        # The infer routes read their body themselves; register the request schema they document.
-        request_schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(request_schema.pop("$defs", {}))
-        components["InferenceRequest"] = request_schema
+        # The infer routes read and write their bodies themselves; register the schemas they document.
+        for message in (InferenceRequest, InferenceResponse):
+            message_schema = message.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(message_schema.pop("$defs", {}))
+            components[message.__name__] = message_schema
         # Errors, 422 included, are {"error": ...}, not FastAPI's {"detail": [...]}.
         components["Error"] = _ERROR_SCHEMA
         for path in schema.get("paths", {}).values():

@@ -7,7 +7,6 @@ import pytest
 from tandem.protocol import (
     InferenceError,
     InferenceRequest,
-    InferenceResponse,
     RequestInput,
     binary_outputs,
     decode_input,
@@ -130,13 +129,13 @@ def test_truncated_bytes_elements_are_refused():
 
 def test_responses_are_json_unless_binary_is_asked_for():
     arrays = {"y": np.arange(6, dtype=np.int64).reshape(3, 2), "label": np.array([b"cat", b"dog", b"x"], dtype=object)}
-    body, headers = encode_response(InferenceResponse(model_name="m", outputs=[]), arrays, set())
+    body, headers = encode_response("m", None, None, arrays, set())
     assert headers == {"content-type": "application/json"}
     outputs = json.loads(body)["outputs"]
     assert outputs[0] == {"name": "y", "shape": [3, 2], "datatype": "INT64", "data": [0, 1, 2, 3, 4, 5]}
     assert outputs[1]["data"] == ["cat", "dog", "x"]
 
-    body, headers = encode_response(InferenceResponse(model_name="m", outputs=[]), arrays, {"y"})
+    body, headers = encode_response("m", None, None, arrays, {"y"})
     header_length = int(headers["inference-header-content-length"])
     header = json.loads(body[:header_length])
     assert header["outputs"][0]["parameters"] == {"binary_data_size": 48}
@@ -186,7 +185,7 @@ def test_a_request_encoded_for_another_server_decodes_to_the_same_tensors(binary
 @pytest.mark.parametrize("binary_outputs", [set(), {"y"}], ids=["json", "binary"])
 def test_a_response_decodes_to_the_arrays_it_was_encoded_from(binary_outputs):
     arrays = {"y": np.array([[1.5], [2.5]], np.float32), "label": np.array(["a", "b"], dtype=object)}
-    body, headers = encode_response(InferenceResponse(model_name="m", outputs=[]), dict(arrays), binary_outputs)
+    body, headers = encode_response("m", None, None, dict(arrays), binary_outputs)
     response, decoded = decode_response(body, headers.get("inference-header-content-length"))
     assert response.model_name == "m"
     assert decoded["y"].tolist() == arrays["y"].tolist() and decoded["label"].tolist() == ["a", "b"]
