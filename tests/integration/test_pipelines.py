@@ -138,9 +138,29 @@ def test_a_run_joins_the_callers_trace(deployment):
     assert answer.headers["traceparent"].split("-")[1] == trace_id
 
 
+def gateway_index(deployment) -> dict[str, dict]:
+    """The gateway's repository index by name, once it lists the pipelines compiled against their models: the
+    gateway is ready when each index was read or tried once (one that timed out on a busy machine is read again a
+    second later), and a pipeline whose models could not be reached yet is compiled again a little later."""
+
+    def index() -> dict[str, dict]:
+        answer = httpx.post(f"{deployment.gateway_url}/v2/repository/index", json={}, headers={"X-API-Key": KEY})
+        return {entry["name"]: entry for entry in answer.json()}
+
+    def compiled() -> bool:
+        entries = index()
+        return (
+            entries.get("ensemble", {}).get("state") == "READY"
+            and "step 'trees'" in entries.get("broken", {}).get("reason", "")
+            and "diabetes" in entries
+        )
+
+    wait_until(compiled, "the gateway listing the pipelines, compiled", timeout=60)
+    return index()
+
+
 def test_the_gateway_lists_the_pipelines_beside_the_models(deployment):
-    listing = httpx.get(f"{deployment.gateway_url}/v2/models", headers={"X-API-Key": KEY}).json()["models"]
-    entries = {entry["name"]: entry for entry in listing}
+    entries = gateway_index(deployment)
     assert entries["ensemble"]["state"] == "READY" and entries["ensemble"]["service"].startswith("pipelines-")
     assert entries["diabetes"]["state"] == "READY"
 
@@ -202,8 +222,7 @@ def test_triage_fans_out_over_the_lines_and_its_condition_decides_like_the_model
 
 
 def test_a_pipeline_whose_mapping_cannot_work_is_refused_at_load(deployment):
-    index = httpx.post(f"{deployment.gateway_url}/v2/repository/index", json={}, headers={"X-API-Key": KEY}).json()
-    broken = next(entry for entry in index if entry["name"] == "broken")
+    broken = gateway_index(deployment)["broken"]
     assert broken["state"] == "UNAVAILABLE"
     assert "step 'trees' (model diabetes-trees) input 'input': 'ridge.variable' is FP32 [-1, 1]" in broken["reason"]
     answer = deployment.post(
