@@ -40,7 +40,8 @@ class Mesh:
         self.ids = {name: f"{name}-{suffix}" for name in ("regression", "gateway", "features", "nlp")}
         self.sentry = stack.start_sentry()
         access = configs.kubernetes_access_control()["regression"]
-        access = {**access, "policies": [{**p, "appId": self.ids[p["appId"]]} for p in access["policies"]]}
+        # Every app the policies name gets the suffix, also those this test does not start (pipelines).
+        access = {**access, "policies": [{**p, "appId": f"{p['appId']}-{suffix}"} for p in access["policies"]]}
         config = stack.work / f"config-{self.ids['regression']}.yaml"
         config.write_text(yaml.safe_dump(configs.local_configuration(access)))
         resources = stack.work / "no-resources"
