@@ -18,7 +18,7 @@ def main(source: str, target: str) -> None:
     report = json.loads(Path(source).read_text())
     samples = report["samples"]
     minutes = [point["t"] / 60 for point in samples]
-    figure, (rss, heap) = plt.subplots(1, 2, figsize=(13, 5))
+    figure, (rss, heap, rate) = plt.subplots(1, 3, figsize=(19, 5))
     for axes, kind, title in ((rss, "rss", "RSS (MiB, log scale)"), (heap, "heap", "sidecars' Go heap in use (MiB)")):
         for name in sorted(samples[-1][kind]):
             values = [point[kind].get(name, float("nan")) / 2**20 for point in samples]
@@ -26,6 +26,17 @@ def main(source: str, target: str) -> None:
         axes.axvline(report["warmup_minutes"], color="grey", linestyle="--", linewidth=0.8)
         axes.set_xlabel("minutes (dashed: end of warm-up)")
         axes.set_title(title)
+    windows = report["traffic_windows"]
+    aimed = report["load"] * report["capacity_requests_per_s"]
+    rate.plot([w["t"] / 60 for w in windows], [w["answered_per_s"] for w in windows], label="answered", linewidth=1)
+    rate.axhline(aimed, color="grey", linestyle="--", linewidth=0.8, label=f"aimed at ({aimed:.1f})")
+    latency = rate.twinx()
+    latency.plot([w["t"] / 60 for w in windows], [w["latency_p50_ms"] for w in windows], color="tab:red", linewidth=0.8)
+    latency.set_ylabel("p50 latency (ms)", color="tab:red")
+    rate.set_ylim(bottom=0)
+    rate.set_xlabel("minutes")
+    rate.set_title("requests/s through the gateway, per 10 s")
+    rate.legend(fontsize=7, loc="lower left")
     rss.set_yscale("log")
     rss.legend(fontsize=7, ncol=2)
     heap.legend(fontsize=7)

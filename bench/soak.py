@@ -1,17 +1,19 @@
 """Soak: the whole stack for half an hour, diabetes inferences through the gateway at half of its measured capacity
 while the simulator feeds the maintenance pipeline: memory of every process, errors, dead letters.
 
-    python -m bench.soak [--minutes 30] [--warmup-minutes 5] [--load 0.5]
+    python -m bench.soak [--minutes 30] [--warmup-minutes 5] [--load 0.5] [--settle-minutes 2]
 
-Starts every app of `make run` beside its sidecar as `make run` has them (Redis, mTLS with Sentry, each sidecar's
-access control from Kubernetes), on free ports and app ids of its own (tests.integration.full_stack; the gateway's
-rate limit off, since one client sends everything), and the simulator as `make run` starts it. It measures capacity
-first: 8 clients back to back for 30 s. Then it sends `load` x that rate, evenly spaced (open loop), for `minutes`, and
-every 10 s samples the RSS of every process and the Go heap in use of every sidecar (daprd's RSS swings with the Go
-runtime's returns of memory to the system; its heap does not). Growth is the median of the last 2 minutes against
-the median of the 2 minutes after warm-up. Errors are answers other than 200 and failed requests; dead letters are
-the alerts service's, of which the simulator's valid readings should make none. Writes bench/results/soak.{json,md}
-and, with the plot venv of bench/setup.sh, soak.png.
+Starts every app of `make run` beside its sidecar as `make run` has them (Redis and its stream trimmer, mTLS with
+Sentry, each sidecar's access control from Kubernetes), on free ports and app ids of its own
+(tests.integration.full_stack; the gateway's rate limit off, since one client sends everything), and the simulator as
+`make run` starts it. Once the pipeline has run for `settle-minutes` (so the capacity is measured beside the load the
+pipeline puts on the machine all through the soak), it measures capacity: 8 clients back to back for 30 s. Then it
+sends `load` x that rate, evenly spaced (open loop), for `minutes`, and every 10 s samples the RSS of every process,
+the Go heap in use of every sidecar (daprd's RSS swings with the Go runtime's returns of memory to the system; its heap
+does not), and the CPU time of the stack, of this load generator and of the whole machine (what else ran on it).
+Growth is the median of the last 2 minutes against the median of the 2 minutes after warm-up. Errors are answers
+other than 200 and failed requests; dead letters are the alerts service's, of which the simulator's valid readings
+should make none. Writes bench/results/soak.{json,md} and, with the plot venv of bench/setup.sh, soak.png.
 """
 
 import argparse
@@ -37,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.integration.full_stack import FullStack, start_full_stack  # noqa: E402
 from tests.integration.processes import rss_bytes  # noqa: E402
-from tests.integration.stack import Process, Stack, environment  # noqa: E402
+from tests.integration.stack import Process, Stack, environment, redis_command  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 VENVS = ROOT / ".bench" / "venvs"
@@ -50,12 +52,14 @@ BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 10], "datatype": "F
 SAMPLE_SECONDS = 10
 MAX_IN_FLIGHT = 16  # twice the clients that measure capacity
 WINDOW_SECONDS = 120
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def start(work: Path, tokens: dict[str, str], key: str) -> tuple[Stack, FullStack, Process]:
     stack = Stack(work, dapr_api_token=tokens["DAPR_API_TOKEN"], app_api_token=tokens["APP_API_TOKEN"])
     try:
         stack.start_redis()
+        stack.start_stream_trimmer()  # as `make run`: a pass a minute
         full = start_full_stack(stack, ROOT / "models", {"local": key}, GATEWAY_RATE_LIMIT="0", **QUIET)
         url = full.url("sensors", "readings")
         simulate = [sys.executable, "-m", "sensors.simulate", *SIMULATOR, "--url", url]
@@ -87,9 +91,11 @@ async def soak(
     client: httpx.AsyncClient, gateway: str, rate: float, seconds: float, processes: dict, metrics: dict
 ) -> dict:
     """`rate` requests/s for `seconds`, at most MAX_IN_FLIGHT at a time (when the stack falls behind, the rate sent
-    drops instead of a backlog growing in the client); samples memory every SAMPLE_SECONDS into `metrics`."""
+    drops instead of a backlog growing in the client; it catches up once the stack does); samples memory and CPU
+    every SAMPLE_SECONDS into `metrics`, and the answers of every SAMPLE_SECONDS into `metrics["traffic"]`."""
     answers: dict[str, int] = {}
     latencies: list[float] = []
+    finished: list[float] = []  # when each request was answered, in seconds from the start
     in_flight: set[asyncio.Task] = set()
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
@@ -102,8 +108,9 @@ async def soak(
             key = type(error).__name__
         answers[key] = answers.get(key, 0) + 1
         latencies.append(time.monotonic() - started)
+        finished.append(time.monotonic() - soak_started)
 
-    started = time.monotonic()
+    soak_started = started = time.monotonic()
     next_sample, sent = started, 0
     with tqdm(total=int(seconds), desc=f"soak at {rate:.0f} requests/s", unit="s") as bar:
         while (now := time.monotonic()) < started + seconds:
@@ -121,6 +128,7 @@ async def soak(
             task.add_done_callback(lambda task: (in_flight.discard(task), slots.release()))
             sent += 1
     await asyncio.gather(*in_flight)
+    metrics["traffic"] = windows(finished, latencies)
     return {
         "sent": sent,
         "rate_sent_per_s": round(sent / seconds, 1),
@@ -131,9 +139,42 @@ async def soak(
     }
 
 
+def windows(finished: list[float], latencies: list[float]) -> list[dict]:
+    """Requests answered per second and their median latency, per SAMPLE_SECONDS after the start."""
+    by_window: dict[int, list[float]] = {}
+    for at, latency in zip(finished, latencies, strict=True):
+        by_window.setdefault(int(at // SAMPLE_SECONDS), []).append(latency)
+    return [
+        {
+            "t": window * SAMPLE_SECONDS,
+            "answered_per_s": len(values) / SAMPLE_SECONDS,
+            "latency_p50_ms": round(float(np.median(values)) * 1000, 1),
+        }
+        for window, values in sorted(by_window.items())
+    ]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its children it has waited for (the trimmer's redis-cli), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS  # utime, stime, cutime, cstime
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent on anything but idling, all cores together."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # minus idle and iowait
+
+
 def sample(processes: dict[str, tuple[Process, int]], elapsed: float, metrics: dict) -> None:
-    """RSS of every process (name -> (process, metrics port or 0)), and each sidecar's Go heap in use."""
+    """RSS and CPU time of every process (name -> (process, metrics port or 0)), each sidecar's Go heap in use, and
+    the CPU time of this process and of the machine."""
     point = {"t": round(elapsed, 1), "rss": {}, "heap": {}}
+    point["cpu_s"] = {
+        "stack": sum(cpu_seconds(process.popen.pid) for process, _ in processes.values()),
+        "generator": cpu_seconds(os.getpid()),
+        "machine": machine_busy_seconds(),
+    }
     for name, (process, metrics_port) in processes.items():
         point["rss"][name] = rss_bytes(process.popen.pid)
         if metrics_port:
@@ -160,6 +201,36 @@ def growth(samples: list[dict], kind: str, warmup: float) -> dict[str, dict]:
     return result
 
 
+def cpu_use(samples: list[dict]) -> dict[str, float]:
+    """Cores busy on average over the samples: the stack, the load generator, everything else on the machine."""
+    first, last = samples[0], samples[-1]
+    seconds = last["t"] - first["t"]
+    used = {kind: (last["cpu_s"][kind] - first["cpu_s"][kind]) / seconds for kind in first["cpu_s"]}
+    return {
+        "stack_cores": round(used["stack"], 2),
+        "generator_cores": round(used["generator"], 2),
+        "other_work_cores": round(used["machine"] - used["stack"] - used["generator"], 2),
+        "machine_cores": os.cpu_count() or 1,
+    }
+
+
+def trimmer_passes(stack: Stack) -> dict[str, int]:
+    """What the stream trimmer's log says: passes made, passes that failed, entries removed."""
+    log = next(process for process in stack.processes if process.name == "trim-streams").log_file.read_text()
+    removed = [int(line.split(" removed ")[1].split()[0]) for line in log.splitlines() if " removed " in line]
+    return {"passes": len(removed), "failed": log.count(" failed: "), "entries_removed": sum(removed)}
+
+
+def stream_lengths(port: int) -> dict[str, int]:
+    """Entries in every stream (pub/sub topic) of the Redis on `port`."""
+    cursor, streams = "0", []
+    while True:
+        cursor, *found = redis_command(port, "SCAN", cursor, "COUNT", "1000", "TYPE", "stream")
+        streams += found
+        if cursor == "0":
+            return {stream: int(redis_command(port, "XLEN", stream)[0]) for stream in sorted(streams)}
+
+
 async def run(args: argparse.Namespace, work: Path) -> dict:
     tokens = {"DAPR_API_TOKEN": secrets.token_urlsafe(16), "APP_API_TOKEN": secrets.token_urlsafe(16)}
     key = secrets.token_urlsafe(24)
@@ -171,17 +242,22 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
             f"daprd {name}": (sidecar.process, sidecar.metrics_port) for name, sidecar in full.sidecars.items()
         }
         processes |= {"sentry": (full.sentry.process, 0), "redis": (stack.processes[0], 0), "simulator": (simulator, 0)}
+        processes["trim-streams"] = (stack.processes[1], 0)
         gateway = f"http://127.0.0.1:{full.ports['gateway']}"
         headers = {"Authorization": f"Bearer {key}"}
         # Idle connections are dropped before uvicorn's 5 s keep-alive ends them: reusing one it is closing fails.
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2)
         async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
+            for _ in tqdm(range(int(args.settle_minutes * 60)), desc="pipeline settling", unit="s"):
+                await asyncio.sleep(1)
             measured = await capacity(client, gateway)
             rate = args.load * measured
             print(f"capacity {measured:.0f} requests/s; soaking at {rate:.0f} requests/s for {args.minutes} min")
             traffic = await soak(client, gateway, rate, args.minutes * 60, processes, metrics)
         letters = httpx.get(full.url("alerts", "dead-letters"), headers={"dapr-api-token": stack.dapr_api_token})
         simulator_errors = simulator.log().count("Traceback")
+        trimming = trimmer_passes(stack)
+        redis_streams = stream_lengths(stack.redis_port)
     finally:
         stack.close()
     warmup = args.warmup_minutes * 60
@@ -192,17 +268,22 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
         "warmup_minutes": args.warmup_minutes,
         "capacity_requests_per_s": round(measured, 1),
         "load": args.load,
+        "settle_minutes": args.settle_minutes,
         "traffic": traffic,
+        "cpu": cpu_use(metrics["samples"]),
+        "trimming": trimming,
+        "stream_lengths_at_end": redis_streams,
         "dead_letters": len(letters.json()),
         "simulator_tracebacks": simulator_errors,
         "rss": growth(metrics["samples"], "rss", warmup),
         "sidecar_heap": growth(metrics["samples"], "heap", warmup),
         "samples": metrics["samples"],
+        "traffic_windows": metrics["traffic"],
     }
 
 
 def markdown(report: dict) -> str:
-    traffic = report["traffic"]
+    traffic, cpu, trimming = report["traffic"], report["cpu"], report["trimming"]
     lines = [
         f"# Soak ({report['date']}, {report['machine']})",
         "",
@@ -214,6 +295,15 @@ def markdown(report: dict) -> str:
         f"p50 {traffic['latency_p50_ms']} ms, p99 {traffic['latency_p99_ms']} "
         f"ms; answers {traffic['answers']}, errors {traffic['errors']}; dead letters {report['dead_letters']}; "
         f"tracebacks in the simulator's log {report['simulator_tracebacks']}.",
+        "",
+        f"Capacity measured after {report['settle_minutes']} min of the pipeline alone. CPU over the soak (cores busy "
+        f"on average, of {cpu['machine_cores']}): the stack {cpu['stack_cores']}, this load generator "
+        f"{cpu['generator_cores']}, other work on the machine {cpu['other_work_cores']}.",
+        "",
+        f"Stream trimmer (k8s/base/trim-streams.sh, a pass a minute): {trimming['passes']} passes, {trimming['failed']} "
+        f"failed, {trimming['entries_removed']} entries removed; entries left in each stream at the end: "
+        + ", ".join(f"{stream} {length}" for stream, length in report["stream_lengths_at_end"].items())
+        + ".",
         "",
         f"Memory: median of the last {WINDOW_SECONDS // 60} minutes against the median of the {WINDOW_SECONDS // 60} "
         f"minutes after {report['warmup_minutes']} min of warm-up.",
@@ -243,6 +333,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--warmup-minutes", type=float, default=5)
     parser.add_argument("--load", type=float, default=0.5, help="the share of the measured capacity to send")
+    parser.add_argument("--settle-minutes", type=float, default=2, help="the pipeline alone before capacity")
     args = parser.parse_args()
     # Stopped with SIGTERM, it still stops the stack it started (its processes are in sessions of their own).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
