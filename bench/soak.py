@@ -4,7 +4,7 @@ while the simulator feeds the maintenance pipeline: memory of every process, err
     python -m bench.soak [--minutes 30] [--warmup-minutes 5] [--load 0.5] [--settle-minutes 2]
 
 Starts every app of `make run` beside its sidecar as `make run` has them (Redis and its stream trimmer, mTLS with
-Sentry, each sidecar's access control from Kubernetes), on free ports and app ids of its own
+Sentry, placement and the scheduler, each sidecar's access control from Kubernetes), on free ports and app ids of its own
 (tests.integration.full_stack; the gateway's rate limit off, since one client sends everything), and the simulator as
 `make run` starts it. Once the pipeline has run for `settle-minutes` (so the capacity is measured beside the load the
 pipeline puts on the machine all through the soak), it measures capacity: 8 clients back to back for 30 s. Then it
@@ -242,7 +242,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
             f"daprd {name}": (sidecar.process, sidecar.metrics_port) for name, sidecar in full.sidecars.items()
         }
         processes |= {"sentry": (full.sentry.process, 0), "redis": (stack.processes[0], 0), "simulator": (simulator, 0)}
-        processes["trim-streams"] = (stack.processes[1], 0)
+        processes |= {p.name: (p, 0) for p in stack.processes if p.name in ("trim-streams", "placement", "scheduler")}
         gateway = f"http://127.0.0.1:{full.ports['gateway']}"
         headers = {"Authorization": f"Bearer {key}"}
         # Idle connections are dropped before uvicorn's 5 s keep-alive ends them: reusing one it is closing fails.

@@ -1,6 +1,7 @@
 """Every app of `make run` beside its sidecar, on a Stack: free ports, the stack's own app ids (`Stack.app_id`), mTLS
-with a Sentry of its own, and each sidecar's access control from its Kubernetes Configuration as dapr/configs.py
-makes it for `make run`, the app ids renamed. For tests and benchmarks that need the whole stack, not make run's
+with a Sentry of its own, placement and the scheduler for the pipelines' workflows and jobs (over mTLS too), and
+each sidecar's access control from its Kubernetes Configuration as dapr/configs.py makes it for `make run`, the app
+ids renamed. For tests and benchmarks that need the whole stack, not make run's
 fixed ports and names (another stack on the host may hold them)."""
 
 import importlib.util
@@ -19,7 +20,8 @@ configs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(configs)
 
 SERVICES = ("vision", "nlp", "regression")
-APPS = (*SERVICES, "sensors", "features", "alerts", "gateway")
+# The gateway last: it is ready once it has read the others' model indexes.
+APPS = (*SERVICES, "sensors", "features", "alerts", "pipelines", "gateway")
 
 
 @dataclass
@@ -40,6 +42,7 @@ def start_full_stack(stack: Stack, models: Path, keys: dict[str, str], **env: st
     ready."""
     ids = {app: stack.app_id(app) for app in APPS}
     sentry = stack.start_sentry()
+    placement, scheduler = stack.start_placement(sentry=sentry), stack.start_scheduler(sentry=sentry)
     resources = stack.components({})
     stack.secrets_file.write_text(json.dumps({"gateway-api-keys": keys}))
     access = configs.kubernetes_access_control()
@@ -47,21 +50,27 @@ def start_full_stack(stack: Stack, models: Path, keys: dict[str, str], **env: st
         **{f"{service.upper()}_MODEL_REPOSITORY": str(models) for service in SERVICES},
         **{f"{service.upper()}_GATEWAY_APP": ids["gateway"] for service in SERVICES},
         "FEATURES_REGRESSION_APP": ids["regression"],
-        "GATEWAY_SERVICES": ",".join(ids[service] for service in SERVICES),
+        "GATEWAY_SERVICES": ",".join(ids[service] for service in (*SERVICES, "pipelines")),
+        "PIPELINES_SERVICES": ",".join(ids[service] for service in SERVICES),
+        "PIPELINES_FOLDER": str(ROOT / "pipelines"),
         **env,
     }
     sidecars, ports, apps = {}, {}, {}
     for app in APPS:
-        ports[app], sidecar_port = free_port(), free_port()
+        ports[app], sidecar_port, grpc_port = free_port(), free_port(), free_port()
         command = [sys.executable, "-m", app]
-        apps[app] = stack.start_app(app, command, ports[app], DAPR_HTTP_PORT=str(sidecar_port), **app_env)
+        sidecar_env = {"DAPR_HTTP_PORT": str(sidecar_port), "DAPR_GRPC_PORT": str(grpc_port)}  # gRPC: the workflows
+        apps[app] = stack.start_app(app, command, ports[app], **sidecar_env, **app_env)
         config = stack.work / f"config-{ids[app]}.yaml"
         config.write_text(yaml.safe_dump(configs.local_configuration(_renamed(access.get(app), ids))))
         # As in dapr.yaml: the gateway's sidecar watches liveness, its readiness follows the model services.
         health = "/v2/health/live" if app == "gateway" else "/v2/health/ready"
+        # As in dapr.yaml: only the pipelines' sidecar knows placement and the scheduler.
+        control_plane = {"placement": placement, "scheduler": scheduler} if app == "pipelines" else {}
         sidecars[app] = stack.start_sidecar(
-            ids[app], resources, ports[app], sidecar_port, health, config=config, sentry=sentry
-        )
+            ids[app], resources, ports[app], sidecar_port, health, config=config, sentry=sentry, grpc_port=grpc_port,
+            **control_plane,
+        )  # fmt: skip
     wait_until(
         lambda: httpx.get(f"http://127.0.0.1:{ports['gateway']}/v2/health/ready").status_code == 200,
         "gateway ready",
