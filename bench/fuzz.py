@@ -1,13 +1,13 @@
 """Fuzzing: schemathesis against every app's OpenAPI, through the app's own sidecar with the Dapr API token (and, for
 the gateway, a client's API key), on the whole stack (tests.integration.full_stack: mTLS, access control, Redis).
 
-    python -m bench.fuzz [--cases 1000] [--seed 0] [--apps gateway vision ...]
+    python -m bench.fuzz [--cases 1000] [--seed 0] [--apps gateway vision ...] [--add]
 
 For each app it runs schemathesis's examples, coverage and fuzzing phases (positive and negative data) with the checks
 that no answer is a 5xx and that status codes, content types and bodies are what the OpenAPI says, again with the
 next seed until at least `--cases` test cases were generated. Writes bench/results/fuzz.{json,md}: per app, the cases
 generated and the failures of each check (none is the goal); what schemathesis said of a failing round goes to
-.data/fuzz/<app>-<seed>.txt.
+.data/fuzz/<app>-<seed>.txt. With --add, the apps' results are added to those fuzz.json has of the others.
 """
 
 import argparse
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--add", action="store_true", help="keep the results fuzz.json has of the other apps")
     args = parser.parse_args()
     # Stopped with SIGTERM, it still stops the stack it started (its processes are in sessions of their own).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -87,6 +88,9 @@ def main() -> None:
         "checks": CHECKS.split(","),
         "results": {},
     }
+    if args.add:
+        earlier = json.loads((args.out / "fuzz.json").read_text())["results"]
+        report["results"] = {app: result for app, result in earlier.items() if app not in args.apps}
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
