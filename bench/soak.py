@@ -166,10 +166,39 @@ def machine_busy_seconds() -> float:
     return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # minus idle and iowait
 
 
+def stream_groups(port: int) -> dict[str, dict]:
+    """Per stream of the Redis on `port`: its length, and per consumer group its pending entries and whether it has
+    read to the end (what keeps a stream long: a group behind, or an old pending entry)."""
+    cursor, streams = "0", []
+    while True:
+        cursor, *found = redis_command(port, "SCAN", cursor, "COUNT", "1000", "TYPE", "stream")
+        streams += found
+        if cursor == "0":
+            break
+    result = {}
+    for stream in sorted(streams):
+        last = redis_command(port, "XREVRANGE", stream, "+", "-", "COUNT", "1")
+        groups = {}
+        lines = [line for line in redis_command(port, "XINFO", "GROUPS", stream) if line]  # no group: one empty line
+        # --raw prints each group as name, value, name, value ... (name, consumers, pending, last-delivered-id)
+        for i in range(0, len(lines), 8):
+            fields = dict(zip(lines[i : i + 8 : 2], lines[i + 1 : i + 8 : 2], strict=True))
+            oldest = redis_command(port, "XPENDING", stream, fields["name"])[1] if fields["pending"] != "0" else ""
+            groups[fields["name"]] = {
+                "pending": int(fields["pending"]),
+                "oldest_pending": oldest,
+                "read_to_end": bool(last) and fields["last-delivered-id"] == last[0],
+            }
+        result[stream] = {"length": int(redis_command(port, "XLEN", stream)[0]), "groups": groups}
+    return result
+
+
 def sample(processes: dict[str, tuple[Process, int]], elapsed: float, metrics: dict) -> None:
-    """RSS and CPU time of every process (name -> (process, metrics port or 0)), each sidecar's Go heap in use, and
-    the CPU time of this process and of the machine."""
+    """RSS and CPU time of every process (name -> (process, metrics port or 0)), each sidecar's Go heap in use, the
+    CPU time of this process and of the machine, and the Redis streams (every minute)."""
     point = {"t": round(elapsed, 1), "rss": {}, "heap": {}}
+    if int(elapsed) % 60 < SAMPLE_SECONDS:
+        point["streams"] = stream_groups(metrics["redis_port"])
     point["cpu_s"] = {
         "stack": sum(cpu_seconds(process.popen.pid) for process, _ in processes.values()),
         "generator": cpu_seconds(os.getpid()),
@@ -235,7 +264,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
     tokens = {"DAPR_API_TOKEN": secrets.token_urlsafe(16), "APP_API_TOKEN": secrets.token_urlsafe(16)}
     key = secrets.token_urlsafe(24)
     stack, full, simulator = start(work, tokens, key)
-    metrics: dict = {"samples": []}
+    metrics: dict = {"samples": [], "redis_port": stack.redis_port}
     try:
         processes = {name: (full.apps[name], 0) for name in full.apps}
         processes |= {
