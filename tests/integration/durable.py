@@ -54,7 +54,7 @@ class DurableDeployment:
         self.resources = stack.components({})
         self.replicas: list[Replica] = []
 
-    def start_replica(self) -> Replica:
+    def start_replica(self, **env: str) -> Replica:
         app_port, http_port, grpc_port = free_port(), free_port(), free_port()
         name = f"pipelines-{len(self.replicas)}"
         app = self.stack.start_app(
@@ -66,6 +66,7 @@ class DurableDeployment:
             PIPELINES_FOLDER=str(self.folder),
             PIPELINES_SERVICES=",".join(self.services),
             PIPELINES_RETRY_SECONDS="0.5",
+            **env,
         )
         sidecar = self.stack.start_sidecar(
             self.pipelines_id,

@@ -1,7 +1,8 @@
 """Search ingest (pipelines/search-ingest.yaml) on real sidecars, models, Redis, placement and the scheduler: each
 event on `documents` is one durable run (OCR, then minilm, then the search index); afterwards the nlp service's
 search finds each page by meaning, and by its own text with score 1 (the kept embedding is minilm's of the text OCR
-read); a redelivered event runs once; the same pipeline answers tritonclient through the gateway, in-request.
+read); a redelivered event runs once; the same pipeline answers tritonclient through the gateway, in-request; a
+durable run's workflow is purged once it has been kept `PIPELINES_RUNS_SECONDS`.
 
 Bad inputs tried: an event naming a collection that is no valid name (the index step's 400 fails the run, nothing
 is indexed)."""
@@ -23,6 +24,7 @@ from .test_pipelines import page
 pytestmark = pytest.mark.integration
 
 KEY = "search-ingest-key-0123456789"
+KEPT_SECONDS = 30  # runs kept, then purged; long enough for a redelivered event to find its run
 PAGES = {
     "final": ["The striker scored twice in the final."],
     "rates": ["The central bank raised interest rates."],
@@ -33,7 +35,7 @@ PAGES = {
 def deployment(stack: Stack, model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> DurableDeployment:
     folder = pipelines_folder(tmp_path_factory.mktemp("pipelines"), "search-ingest")
     deployment = DurableDeployment(stack, model_repository, folder, others=("vision", "nlp"))
-    deployment.start_replica()
+    deployment.start_replica(PIPELINES_RUNS_SECONDS=str(KEPT_SECONDS))
     deployment.wait_ready("search-ingest")
     return deployment
 
@@ -120,3 +122,17 @@ def test_it_answers_tritonclient_through_the_gateway(deployment: DurableDeployme
     assert result.as_numpy("size").tolist() == [1]
     assert result.get_response()["parameters"]["steps_ran"] == "ocr,embed,index"
     assert search(deployment, collection, "a football match")[0]["id"] == "final"
+
+
+def test_a_finished_run_is_purged_after_the_time_runs_are_kept(deployment: DurableDeployment):
+    event_id = f"purged-{secrets.token_hex(4)}"
+    deployment.publish_event("documents", event_id, request("purged", ["Kept for a while."], "purged"))
+    run_id = f"search-ingest-{event_id}"
+    assert wait_done(deployment, run_id)["status"] == "ok"
+    workflow = f"{deployment.replicas[0].sidecar.url}/v1.0/workflows/dapr/{run_id}"
+    assert httpx.get(workflow, headers=deployment.headers).status_code == 200
+    # The purge job fires KEPT_SECONDS after the start; then the workflow and its run record are gone.
+    wait_until(
+        lambda: httpx.get(workflow, headers=deployment.headers).status_code != 200, "the run purged", 3 * KEPT_SECONDS
+    )
+    assert deployment.call("GET", f"v2/pipelines/search-ingest/runs/{run_id}").status_code == 404
