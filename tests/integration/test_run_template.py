@@ -93,17 +93,21 @@ def start_make_run(command: str, tokens: dict[str, str]) -> Terminal:
     if busy:
         pytest.fail(f"ports {busy} are taken (is `make run` running?): the template needs them")
     terminal = Terminal(command, environment(**tokens))
-    for app in APPS.values():
+    try:
+        for app in APPS.values():
+            wait_until(
+                lambda app=app: _alive(terminal) and _healthy(app["daprHTTPPort"]),
+                f"{app['appID']}'s sidecar healthy\n{terminal.tail()}",
+                timeout=180,
+            )
         wait_until(
-            lambda app=app: _alive(terminal) and _healthy(app["daprHTTPPort"]),
-            f"{app['appID']}'s sidecar healthy\n{terminal.tail()}",
-            timeout=180,
+            lambda: _alive(terminal) and httpx.get(f"http://127.0.0.1:{GATEWAY['appPort']}/v2/health/ready").is_success,
+            f"gateway ready\n{terminal.tail()}",
+            timeout=120,
         )
-    wait_until(
-        lambda: _alive(terminal) and httpx.get(f"http://127.0.0.1:{GATEWAY['appPort']}/v2/health/ready").is_success,
-        f"gateway ready\n{terminal.tail()}",
-        timeout=120,
-    )
+    except BaseException:
+        _kill(terminal)  # a stack that never got ready is left to no one else
+        raise
     return terminal
 
 
