@@ -59,6 +59,8 @@ class AppSettings(BaseSettings):
 class ServiceSettings(AppSettings):
     """Knobs of a model service. Subclasses set `env_prefix`, e.g. REGRESSION_."""
 
+    # The Open Inference Protocol over gRPC listens here (on `host`), beside REST on `port`; 0: no gRPC server.
+    grpc_port: int = 0
     # Folder holding <name>/<version>/model.yaml (see models/build.py); the cards say which service serves what.
     model_repository: Path = Path("models")
     # Only these of the service's models, comma separated; empty: all of them.
