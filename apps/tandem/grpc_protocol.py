@@ -138,4 +138,3 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     COMPILED.write_bytes(compile_proto())
     print(f"wrote {COMPILED}")
-

@@ -31,6 +31,8 @@ class DaprSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     dapr_http_port: int = 3500
+    # The sidecar's gRPC API, which also proxies gRPC calls to other apps (`dapr-app-id` metadata).
+    dapr_grpc_port: int = 50001
     # Overrides the port when the sidecar is elsewhere (DAPR_HTTP_ENDPOINT, as in the SDK).
     dapr_http_endpoint: str = ""
     # Sent to the sidecar on every call; the sidecar refuses calls without it when it is set.
