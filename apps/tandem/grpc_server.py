@@ -3,7 +3,9 @@
 Errors of the kit's hierarchy (`InferenceError` and its subclasses, by their HTTP status) leave as gRPC status codes
 with their message, mapped in `grpc_status` alone. As on REST, a call must carry the app token (`dapr-api-token`,
 which the sidecar sends) when APP_API_TOKEN is set; the health calls stay open. Dapr's sidecar checks a gRPC app's
-health with `dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck`, answered here with the service's readiness.
+health with `dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck`, Kubernetes' gRPC probes with
+`grpc.health.v1.Health/Check`: both are answered here with the service's readiness (Kubernetes' `live` service:
+the process answering at all).
 """
 
 import hmac
@@ -30,6 +32,10 @@ _STATUS = {
 }
 OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})
 _DAPR_HEALTH = ("dapr.proto.runtime.v1.AppCallbackHealthCheck", "HealthCheck")
+_GRPC_HEALTH = ("grpc.health.v1.Health", "Check")
+# grpc.health.v1's HealthCheckResponse {status: SERVING (1) | NOT_SERVING (2)}, encoded: the message has one enum field
+# and its request one string (the service asked about), so neither needs generated code.
+_SERVING, _NOT_SERVING = b"\x08\x01", b"\x08\x02"
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -97,6 +103,12 @@ class InferenceService:
             await context.abort(grpc.StatusCode.UNAVAILABLE, why)
         return b""  # HealthCheckResponse has no fields: its encoding is empty
 
+    async def grpc_health(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        # HealthCheckRequest's one field is the service's name (field 1, a string): "live" asks for liveness.
+        if request[2:] == b"live" or self.dataplane.repository.ready()[0]:
+            return _SERVING
+        return _NOT_SERVING
+
 
 def _guarded(method: str, handler: Handler, token: str) -> Handler:
     """`handler` with the app-token check (unless `method` is open) and the kit's errors as gRPC status codes."""
@@ -147,10 +159,12 @@ def handlers(service: InferenceService, token: str) -> tuple[grpc.GenericRpcHand
         )
         for name, request in _REQUESTS.items()
     }
-    health = grpc.unary_unary_rpc_method_handler(_guarded("HealthCheck", service.dapr_health, ""))
+    dapr_health = grpc.unary_unary_rpc_method_handler(_guarded("HealthCheck", service.dapr_health, ""))
+    grpc_health = grpc.unary_unary_rpc_method_handler(_guarded("Check", service.grpc_health, ""))
     return (
         grpc.method_handlers_generic_handler(SERVICE, methods),
-        grpc.method_handlers_generic_handler(_DAPR_HEALTH[0], {_DAPR_HEALTH[1]: health}),
+        grpc.method_handlers_generic_handler(_DAPR_HEALTH[0], {_DAPR_HEALTH[1]: dapr_health}),
+        grpc.method_handlers_generic_handler(_GRPC_HEALTH[0], {_GRPC_HEALTH[1]: grpc_health}),
     )
 
 
