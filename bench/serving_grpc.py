@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=BENCH / "results")
+    parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > LOAD_CORE:
         os.sched_setaffinity(0, {SERVER_CORE})  # every server started from here inherits core 0
@@ -268,6 +269,8 @@ def main() -> None:
     (args.out / "serving-grpc.md").write_text(markdown(report))
     print(markdown(report))
     python = VENVS / "plot" / "bin" / "python"
+    if args.no_plot:
+        return
     if python.exists():
         subprocess.run(
             [

@@ -264,3 +264,15 @@ def test_calls_without_the_token_or_key_are_refused(routes):
             call(url, "ModelInfer", request, metadata)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, (route, refused.value.details())
         assert refused.value.details()
+
+
+def test_health_for_kubernetes_and_dapr(routes):
+    """Kubernetes' gRPC probes (grpc.health.v1) and Dapr's gRPC app health check get the service's readiness,
+    without the app token."""
+    url, _ = routes["regression", "direct"]
+    with grpc.insecure_channel(url) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        assert check(b"", timeout=10) == b"\x08\x01"  # SERVING
+        assert check(b"\n\x04live", timeout=10) == b"\x08\x01"
+        dapr_health = channel.unary_unary("/dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck")
+        assert dapr_health(b"", timeout=10) == b""
