@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 from tqdm import tqdm
 
@@ -40,6 +41,7 @@ from bench.serving import (
     machine,
     measure,
     median_case,
+    rss_mib,
     tandem_repository,
 )
 from bench.workloads import WORKLOADS, Workload, load
@@ -151,7 +153,19 @@ def start(work: Path, workload: Workload, repository: Path) -> tuple[Stack, Endp
     return stack, rest, endpoints
 
 
-def run_model(workload: Workload, args: argparse.Namespace, work: Path, repository: Path) -> list[dict]:
+def sidecar_memory(stack: Stack, service: str) -> dict[str, dict[str, float]]:
+    """What the second sidecar costs: RSS and Go heap in use of both of the service's sidecars, before any load."""
+    found = {}
+    for name, sidecar in (("http", stack.sidecars[service]), ("grpc", stack.grpc_sidecars[service])):
+        metrics = httpx.get(f"http://127.0.0.1:{sidecar.metrics_port}/metrics").text
+        heap = next(
+            float(line.split()[1]) for line in metrics.splitlines() if line.startswith("go_memstats_heap_inuse")
+        )
+        found[name] = {"rss_mib": rss_mib([sidecar.process]), "heap_inuse_mib": heap / 2**20}
+    return found
+
+
+def run_model(workload: Workload, args: argparse.Namespace, work: Path, repository: Path, memory: dict) -> list[dict]:
     seconds = args.seconds or SECONDS[workload.name]
     request_file, body_file = work / f"{workload.name}.grpc", work / f"{workload.name}.json"
     request_file.write_bytes(grpc_request(workload))
@@ -162,6 +176,7 @@ def run_model(workload: Workload, args: argparse.Namespace, work: Path, reposito
     try:
         for endpoint in endpoints:
             check_grpc(endpoint, request_file.read_bytes(), expected, workload)
+        memory[workload.name] = sidecar_memory(stack, SERVICE[workload.name])
         plan = [
             (path, concurrency)
             for _ in range(args.rounds)
@@ -196,16 +211,23 @@ def summary(cases: list[dict]) -> list[str]:
     for model in dict.fromkeys(case["model"] for case in cases):
         own = [case for case in cases if case["model"] == model]
         raw = next(case for case in own if case["path"] == "onnxruntime")
+        min_concurrency = min(case["concurrency"] for case in own if case["concurrency"] is not None)
         for path in ("grpc-direct", "grpc-sidecar", "grpc-gateway", "rest-json-direct"):
             best = max((case for case in own if case["path"] == path), key=lambda case: case["requests_per_s"])
             share = best["requests_per_s"] / raw["requests_per_s"]
             goal = ""
             if model == "nsfw" and path.startswith("grpc"):
                 goal = f" (goal ≥ {GOAL}×: {'met' if share >= GOAL else 'NOT met'})"
+            # CPU per answered request, which other work on the machine disturbs far less than rates: raw
+            # onnxruntime's over the path's at concurrency 1 (the serving processes' CPU, sidecars included).
+            single = next(case for case in own if case["path"] == path and case["concurrency"] == min_concurrency)
+            efficiency = raw["cpu_us_per_request"] / single["cpu_us_per_request"]
             lines.append(
                 f"- {model}, {path} at its best (concurrency {best['concurrency']}): {down(best['requests_per_s'])} "
                 f"requests/s against raw onnxruntime's {down(raw['requests_per_s'])} rows/s at batch 1: "
-                f"**{down(share)}×**{goal}"
+                f"**{down(share)}×**{goal}; CPU per request at concurrency {min_concurrency}: "
+                f"{down(single['cpu_us_per_request'])} µs against raw's {down(raw['cpu_us_per_request'])} µs: "
+                f"**{down(efficiency)}×**"
             )
     return lines
 
@@ -230,6 +252,14 @@ def markdown(report: dict) -> str:
             "",
             *summary(report["cases"]),
             "",
+            "What the second sidecar (the gRPC one) costs, before any load: "
+            + "; ".join(
+                f"{model}: RSS {down(found['grpc']['rss_mib'])} MiB, Go heap in use {down(found['grpc']['heap_inuse_mib'])} "
+                f"MiB (its HTTP sidecar: {down(found['http']['rss_mib'])} MiB, {down(found['http']['heap_inuse_mib'])} MiB)"
+                for model, found in report["sidecar_memory"].items()
+            )
+            + ".",
+            "",
             "| model | path | concurrency | requests/s | p50 ms | p99 ms | CPU µs/request | errors |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
@@ -251,18 +281,20 @@ def main() -> None:
     if (os.cpu_count() or 1) > LOAD_CORE:
         os.sched_setaffinity(0, {SERVER_CORE})  # every server started from here inherits core 0
     TOOLS.mkdir(exist_ok=True)
-    cases = []
+    cases: list[dict] = []
+    memory: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="serving-grpc-", dir=TOOLS) as folder:
         work = Path(folder)
         repository = tandem_repository(work)
         for name in args.models:
-            cases += run_model(WORKLOADS[name], args, work, repository)
+            cases += run_model(WORKLOADS[name], args, work, repository, memory)
     report = {
         "date": date.today().isoformat(),
         "command": " ".join(["python -m bench.serving_grpc", *sys.argv[1:]]),
         "machine": machine(),
         "rounds": args.rounds,
         "cases": cases,
+        "sidecar_memory": memory,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serving-grpc.json").write_text(json.dumps(report, indent=1))

@@ -155,6 +155,8 @@ class Stack:
     # Services started with gRPC: name -> the app's gRPC port, and the sidecar whose app channel is gRPC.
     grpc_ports: dict[str, int] = field(default_factory=dict)
     grpc_sidecars: dict[str, "Sidecar"] = field(default_factory=dict)
+    # The sidecar `start_service` started beside each service.
+    sidecars: dict[str, "Sidecar"] = field(default_factory=dict)
     # The gateway's gRPC port, once `start_gateway` started it.
     gateway_grpc_port: int = 0
 
@@ -355,7 +357,9 @@ class Stack:
         }
         self.start_app(service, [sys.executable, "-m", service], app_port, **env)
         self.services[service] = self.app_id(service)
-        sidecar = self.start_sidecar(self.app_id(service), self.components({}), app_port, sidecar_port)
+        sidecar = self.sidecars[service] = self.start_sidecar(
+            self.app_id(service), self.components({}), app_port, sidecar_port
+        )
         if grpc:
             grpc_id = f"{self.app_id(service)}-grpc"
             self.grpc_ports[service] = grpc_port
