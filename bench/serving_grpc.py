@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -47,7 +48,7 @@ from bench.serving import (
 from bench.workloads import WORKLOADS, Workload, load
 from tandem.grpc_protocol import SERVICE as GRPC_SERVICE
 from tandem.grpc_protocol import message
-from tests.integration.stack import ROOT, Process, Stack, environment
+from tests.integration.stack import ROOT, Process, Sidecar, Stack, environment
 
 SECONDS = {"diabetes": 4.0, "nsfw": 8.0}
 # The goal of issue 14: nsfw over gRPC at batch 1 at least this share of raw onnxruntime's rate.
@@ -153,16 +154,27 @@ def start(work: Path, workload: Workload, repository: Path) -> tuple[Stack, Endp
     return stack, rest, endpoints
 
 
+def heap_inuse_mib(sidecar: Sidecar) -> float:
+    """daprd's Go heap in use (`go_memstats_heap_inuse_bytes`), from its metrics server."""
+    deadline = time.monotonic() + 30
+    while True:
+        answer = httpx.get(f"http://127.0.0.1:{sidecar.metrics_port}/metrics", timeout=5)
+        lines = [line for line in answer.text.splitlines() if line.startswith("go_memstats_heap_inuse_bytes ")]
+        if lines:
+            return float(lines[0].split()[1]) / 2**20
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{sidecar.app_id}'s metrics have no heap in use: {answer.status_code} {answer.text[:300]}"
+            )
+        time.sleep(1)
+
+
 def sidecar_memory(stack: Stack, service: str) -> dict[str, dict[str, float]]:
     """What the second sidecar costs: RSS and Go heap in use of both of the service's sidecars, before any load."""
-    found = {}
-    for name, sidecar in (("http", stack.sidecars[service]), ("grpc", stack.grpc_sidecars[service])):
-        metrics = httpx.get(f"http://127.0.0.1:{sidecar.metrics_port}/metrics").text
-        heap = next(
-            float(line.split()[1]) for line in metrics.splitlines() if line.startswith("go_memstats_heap_inuse")
-        )
-        found[name] = {"rss_mib": rss_mib([sidecar.process]), "heap_inuse_mib": heap / 2**20}
-    return found
+    return {
+        name: {"rss_mib": rss_mib([sidecar.process]), "heap_inuse_mib": heap_inuse_mib(sidecar)}
+        for name, sidecar in (("http", stack.sidecars[service]), ("grpc", stack.grpc_sidecars[service]))
+    }
 
 
 def run_model(workload: Workload, args: argparse.Namespace, work: Path, repository: Path, memory: dict) -> list[dict]:
