@@ -51,6 +51,9 @@ bench: setup
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.hotpath
 	$(BIN)/python -m bench.serving_grpc
+	$(BIN)/python -m bench.pipelines
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.summary
 
 lint: deps
 	$(BIN)/ruff check apps models tests bench k8s dapr

@@ -28,7 +28,7 @@ from . import grpc_server as grpc_transport
 from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
 from .fastpath import InferRoute
-from .protocol import InferenceError, InferenceRequest, InferenceResponse
+from .protocol import InferenceError, InferenceRequest, InferenceResponse, index_ready_only
 from .repository import ModelRepository
 from .settings import AppSettings, DaprSettings, ServiceSettings
 from .sidecar import Sidecar, SidecarError
@@ -304,13 +304,7 @@ def _oip_router(service: str, settings: ServiceSettings) -> APIRouter:
 
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
-        body = await request.body()
-        try:
-            options = json.loads(body) if body.strip() else {}
-        except ValueError:
-            raise InferenceError('repository index body must be JSON, e.g. {"ready": true}') from None
-        ready_only = isinstance(options, dict) and options.get("ready") is True
-        return dataplane(request).index(ready_only)
+        return dataplane(request).index(index_ready_only(await request.body()))
 
     @router.post("/v2/repository/models/{model}/load", response_class=Response)
     async def load_model(request: Request, model: str) -> Response:
