@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from starlette.exceptions import HTTPException
 
 from tandem.grpc_protocol import SERVICE, message
-from tandem.grpc_server import metadata_value, server_options
+from tandem.grpc_server import INDEX_FIELDS, metadata_value, server_options
 
 from .breaker import CircuitBreaker
 from .proxy import REQUESTS, SECONDS
@@ -104,7 +104,7 @@ class GrpcGateway:
     async def repository_index(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         ready_only = message("RepositoryIndexRequest").FromString(request).ready
         entries = [
-            {key: entry.get(key, "") for key in ("name", "version", "state", "reason")}
+            {key: entry.get(key, "") for key in INDEX_FIELDS}
             for entry in self.state.directory.listing()
             if not ready_only or entry["state"] == "READY"
         ]

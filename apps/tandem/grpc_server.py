@@ -30,6 +30,7 @@ _STATUS = {
     422: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+INDEX_FIELDS = ("name", "version", "state", "reason")
 OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})
 _DAPR_HEALTH = ("dapr.proto.runtime.v1.AppCallbackHealthCheck", "HealthCheck")
 _GRPC_HEALTH = ("grpc.health.v1.Health", "Check")
@@ -85,7 +86,12 @@ class InferenceService:
         return encode_response(model.name, model.version, request.id, results, raw=bool(request.raw_input_contents))
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return message("RepositoryIndexResponse")(models=self.dataplane.index(ready_only=request.ready))
+        # The index's entries carry more than the message has (a ready model's tensors): its four fields.
+        entries = [
+            {key: entry.get(key, "") for key in INDEX_FIELDS}
+            for entry in self.dataplane.index(ready_only=request.ready)
+        ]
+        return message("RepositoryIndexResponse")(models=entries)
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self.dataplane.load(request.model_name)

@@ -128,7 +128,7 @@ def test_kserve_grpc_client(routes, model_repository, tmp_path, case: Case, rout
 
 def test_the_repository_extension_over_grpc(routes, tmp_path):
     """tritonclient's repository index, then unload and load of a model, on the regression service through its
-    gRPC sidecar."""
+    gRPC sidecar; then the gateway's index across services."""
     url, metadata = routes["regression", "its gRPC sidecar"]
     calls = [
         {"call": "index"},
@@ -143,6 +143,12 @@ def test_the_repository_extension_over_grpc(routes, tmp_path):
     assert unloaded == loaded == {"ok": None}
     assert after_unload["code"] == "NOT_FOUND"
     assert after_load == {"ok": True}
+
+    # The gateway's index: every service's models.
+    url, metadata = routes["regression", "gateway"]
+    (across,) = run_clients("triton", url, metadata, [{"call": "index"}], tmp_path)
+    states = {entry["name"]: entry["state"] for entry in across["ok"]["models"]}
+    assert {case.model for case in CASES} <= {name for name, state in states.items() if state == "READY"}
 
 
 def call(url: str, method: str, request, metadata: dict[str, str]):
