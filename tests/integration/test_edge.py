@@ -39,8 +39,8 @@ MACHINES, TICKS = 100, 10
 RECOVERY_SECONDS = 30.0 if ARCH == "amd64" else 120.0
 # How long features may take to work through a backlog (a state read and write per reading).
 PROCESSING_SECONDS = 300.0 if ARCH == "amd64" else 1200.0
-# Whole machine lives in the first test; under qemu one (147 readings): three (636) took over 20 min here.
-LIFE_MACHINES = 3 if ARCH == "amd64" else 1
+# Whole machine lives in the first test (636 readings).
+LIFE_MACHINES = 3
 
 
 @pytest.fixture(scope="module")
