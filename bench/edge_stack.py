@@ -44,8 +44,12 @@ RESULTS = ROOT / "bench" / "results"
 VENVS = ROOT / ".bench" / "venvs"
 
 
+# One client for the polls: httpx.get makes one per call, about 30 ms of CPU taken from what is measured.
+HTTP = httpx.Client(timeout=10)
+
+
 def metric(port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    text = HTTP.get(f"http://127.0.0.1:{port}/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
