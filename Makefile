@@ -49,6 +49,9 @@ bench: setup
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.hotpath
+	$(BIN)/python -m bench.pipelines
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.summary
 
 lint: deps
 	$(BIN)/ruff check apps models tests bench k8s dapr

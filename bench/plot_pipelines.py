@@ -24,10 +24,15 @@ def main(source: str, target: str) -> None:
     left.set_ylabel("p50 latency (ms)")
     left.set_title(f"{results['per_step_ms']} ms per step + {results['fixed_ms']} ms")
     left.legend()
-    rates = results["throughput"]["requests_per_s"]
-    right.bar(list(rates), list(rates.values()))
+    layouts = results["throughput"]
+    width = 0.38
+    for offset, case in ((-width / 2, "chain"), (width / 2, "slowest step alone")):
+        positions = [index + offset for index in range(len(layouts))]
+        right.bar(positions, [layout["requests_per_s"][case] for layout in layouts.values()], width, label=case)
+    right.set_xticks(range(len(layouts)), [f"{name}\n{layout['ratio']}x" for name, layout in layouts.items()])
     right.set_ylabel("requests/s")
-    right.set_title(f"diabetes then sentiment: {results['throughput']['ratio']}x the slowest step alone")
+    right.set_title("diabetes then sentiment against sentiment alone")
+    right.legend()
     figure.suptitle(f"Pipelines ({report['date']}); durable: {results['durable']['steps_per_s']} steps/s")
     figure.tight_layout()
     figure.savefig(target, dpi=100)

@@ -9,8 +9,9 @@ nothing is lost and a redelivery changes nothing:
 3. publish the prediction, whose id depends only on machine and reading: a redelivery publishes the same id again,
    and the alerts service counts it once;
 4. save the window with the ETag read in 1 (another replica wrote first: start again from 1);
-5. only then ack. A reading that can never be processed (not a reading; features the models refuse) is dropped to
-   the dead-letter topic; anything else that fails is retried by the sidecar with the resiliency policy's backoff.
+5. only then ack. A reading that can never be processed (not a reading; features the models refuse: 400 or 422)
+   is dropped to the dead-letter topic; anything else that fails is retried by the sidecar with the resiliency
+   policy's backoff.
 """
 
 import asyncio
@@ -156,7 +157,9 @@ async def predict(
 
 async def invoke_model(sidecar: Sidecar, model: str, rows: dict[str, Any]) -> dict[str, Any]:
     response = await sidecar.invoke(settings.regression_app, f"predict/{model}", json_body=rows)
-    if 400 <= response.status_code < 500 and response.status_code != 429:
+    # Only the model's verdict on the data means the reading can never pass; a 401 or 403 (a rotated token, a
+    # policy), a 404 (the model unloaded for a moment) or a 429 may pass later: retried, not dead-lettered.
+    if response.status_code in (400, 422):
         raise Unprocessable(f"{model} refused the features: {response.status_code} {response.text}")
     if response.status_code >= 300:
         raise SidecarError(response.status_code, response.text, f"invoke {settings.regression_app} {model}")

@@ -180,7 +180,8 @@ async def server_metadata() -> dict[str, Any]:
 
 @router.get("/v2/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    """Every model of every service: name, version, state (READY or UNAVAILABLE) and the service that owns it."""
+    """Every model and pipeline of every service: name, version, state (READY or UNAVAILABLE, with the reason), the
+    service that owns it and, when ready, its inputs and outputs."""
     return {"models": request.app.state.directory.listing()}
 
 

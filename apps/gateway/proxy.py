@@ -4,6 +4,7 @@ import json
 import math
 import time
 import uuid
+from contextlib import suppress
 
 import aiohttp
 from fastapi import Request, Response
@@ -40,17 +41,21 @@ class ServiceUnavailable(HTTPException):
 def unavailable_reason(status: int, content_type: str, body: bytes) -> str | None:
     """Why an answer says the service is down rather than the request being wrong, or None.
 
-    Dapr's own errors (the call never reached the app, or timed out) carry an `errorCode`; 502-504 from anyone
-    mean the same. An app's 4xx, and an app's 500 for one input, say nothing about the service's health."""
+    Dapr's own errors (the call never reached the app, or timed out) carry an `errorCode`; a 502-504 from anything
+    but the app means the same. The app's own `{"error": ...}` is its verdict on the request, whatever the status:
+    a 4xx, a 500 for one input, a model that is not loaded (503), a pipeline step that timed out (504) or whose
+    model failed (502). The service answered, so its other models must stay reachable."""
+    answer = None
+    if status >= 500 and content_type.startswith("application/json"):
+        with suppress(ValueError):
+            answer = json.loads(body)
+    if isinstance(answer, dict):
+        if str(answer.get("errorCode", "")).startswith("ERR_"):
+            return f"{answer['errorCode']}: {answer.get('message', '')}"
+        if isinstance(answer.get("error"), str):
+            return None
     if status in (502, 503, 504):
         return f"it answered {status}: {body[:300].decode(errors='replace')}"
-    if status >= 500 and content_type.startswith("application/json"):
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            return None
-        if isinstance(answer, dict) and str(answer.get("errorCode", "")).startswith("ERR_"):
-            return f"{answer['errorCode']}: {answer.get('message', '')}"
     return None
 
 

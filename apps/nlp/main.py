@@ -8,24 +8,11 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Body, FastAPI, Request
 from pydantic import BaseModel, Field
-from pydantic_settings import SettingsConfigDict
 
 from tandem.server import make_app
-from tandem.settings import ServiceSettings
 
 from .search import Collections
-
-
-class NlpSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="NLP_", extra="ignore")
-
-    port: int = 8002
-    state_store: str = "statestore"
-    max_texts: int = 64
-    max_labels: int = 32
-    # Zero-shot label scores are a softmax of similarities divided by this: lower is more decisive.
-    zero_shot_temperature: float = 0.05
-
+from .settings import NlpSettings
 
 settings = NlpSettings()
 Texts = Annotated[list[str], Field(min_length=1, max_length=settings.max_texts)]

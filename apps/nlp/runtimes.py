@@ -1,14 +1,19 @@
-"""Runtimes of the text models: UTF-8 text in, tokenised here, one ONNX graph from tokens to the answer."""
+"""Runtimes of the text models: UTF-8 text in, tokenised here, one ONNX graph from tokens to the answer; and the
+semantic search index as a model, so that a pipeline can write to it."""
 
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from tandem.card import ModelCard, TokenizerCard
 from tandem.protocol import InferenceError
 from tandem.runtime import Model, onnx_session
+from tandem.sidecar import Sidecar, SidecarError
 from tandem.text import decode_texts
 
+from .search import Collections
+from .settings import NlpSettings
 from .text import TextTokeniser
 
 
@@ -75,3 +80,42 @@ class ZeroShotClassifier(TextModel):
         best = np.empty(len(texts), dtype=object)
         best[:] = [labels[index] for index in scores.argmax(axis=1)]
         return {"scores": scores.astype(np.float32), "label": best}
+
+
+class SearchIndex(Model):
+    """Adds documents with their embeddings to a semantic search collection (the one `POST /collections/<c>/search`
+    searches), replacing those of the same id, so a retried or redelivered call changes nothing; answers the
+    collection's size. The collection lives in the state store, reached through the service's sidecar."""
+
+    def __init__(self, folder: Path, card: ModelCard, intra_op_threads: int = 1):
+        super().__init__(folder, card, intra_op_threads)
+        self.sidecar = Sidecar.from_settings()
+        self.collections = Collections(self.sidecar, NlpSettings().state_store)
+
+    async def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:  # type: ignore[override]
+        (collection,) = decode_texts(inputs["collection"], "collection")
+        ids, texts = decode_texts(inputs["id"], "id"), decode_texts(inputs["text"], "text")
+        embeddings = inputs["embedding"]
+        if not len(ids) == len(texts) == len(embeddings):
+            raise InferenceError(
+                f"id, text and embedding must hold one entry per document, got {len(ids)}, {len(texts)} and "
+                f"{len(embeddings)}"
+            )
+        if any(not 0 < len(id_) <= 200 for id_ in ids):
+            raise InferenceError("every id must be 1 to 200 characters long")
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise InferenceError("an embedding of all zeros has no direction to search by")
+        unit = embeddings / norms  # search scores are dot products of unit vectors
+        documents = {
+            id_: {"text": text, "embedding": vector.tolist()}
+            for id_, text, vector in zip(ids, texts, unit, strict=True)
+        }
+        try:
+            size = await self.collections.upsert(collection, documents)
+        except (SidecarError, httpx.TransportError) as error:
+            raise InferenceError(f"the search index could not be written: {error}", 503) from None
+        return {"size": np.array([size], dtype=np.int64)}
+
+    async def close(self) -> None:
+        await self.sidecar.aclose()

@@ -43,6 +43,9 @@ from .runs import describe
 log = logging.getLogger(__name__)
 WORKFLOW = "pipeline"
 FINISHED = {"ok", "skipped", "failed", "default"}
+# The Jobs API job that purges a run's workflow once it has been kept long enough: `purge--<run id>`.
+PURGE_PREFIX = "purge--"
+TERMINAL = {"COMPLETED", "FAILED", "TERMINATED"}
 
 
 def encode_tensors(arrays: dict[str, np.ndarray]) -> str:
@@ -143,7 +146,29 @@ class DurableExecutor:
             if await self.status(run_id) is not None:  # another delivery of the same event started it meanwhile
                 return False
             raise InferenceError(f"the sidecar did not start the run: {response.status_code}: {response.text}", 503)
+        await self.schedule_purge(run_id)
         return True
+
+    async def schedule_purge(self, run_id: str) -> None:
+        """Asks the scheduler to purge the run's workflow (its history in the actor state store) after the time runs
+        are kept: a job, so that it happens once, at one replica, even if this one is gone by then. Until then the
+        run's id also keeps a redelivered event from running again."""
+        job = {"dueTime": f"{int(self.keep_seconds)}s", "data": {"run": run_id}}
+        response = await self.sidecar.http.post(f"/v1.0-alpha1/jobs/{PURGE_PREFIX}{run_id}", json=job)
+        if response.status_code >= 300:
+            log.warning("run %s will not be purged: %s %s", run_id, response.status_code, response.text[:300])
+
+    async def purge(self, run_id: str) -> None:
+        """Purges a finished run's workflow; one still running is looked at again after the same time."""
+        state = await self.status(run_id)
+        if state is None:
+            return
+        if state.get("runtimeStatus") not in TERMINAL:
+            await self.schedule_purge(run_id)
+            return
+        response = await self.sidecar.http.post(f"/v1.0/workflows/dapr/{run_id}/purge")
+        if response.status_code >= 300:
+            raise InferenceError(f"purging run {run_id}: {response.status_code}: {response.text[:300]}", 503)
 
     async def status(self, run_id: str) -> dict[str, Any] | None:
         response = await self.sidecar.http.get(f"/v1.0/workflows/dapr/{run_id}")

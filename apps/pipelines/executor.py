@@ -128,7 +128,10 @@ async def run_step(step: CompiledStep, tensors: dict[str, np.ndarray], call: Mod
     try:
         calls = gather_inputs(step, tensors)
         record.inputs = calls[0] if len(calls) == 1 and step.spec.for_each is None else {"items": len(calls)}
-        results = await asyncio.gather(*(call_with_retries(step, inputs, call, record) for inputs in calls))
+        if len(calls) == 1:  # no task to make for a single call: a chain's steps cost the event loop less
+            results = [await call_with_retries(step, calls[0], call, record)]
+        else:
+            results = await asyncio.gather(*(call_with_retries(step, inputs, call, record) for inputs in calls))
         record.finish("ok", gather_outputs(step, list(results)))
     except StepSkipped as why:
         record.finish("skipped", reason=str(why))
@@ -156,10 +159,19 @@ async def execute(graph: Graph, inputs: dict[str, np.ndarray], call: ModelCall, 
     finished: set[str] = set()
     try:
         while waiting or running:
-            for name, step in list(waiting.items()):
-                if step.depends <= finished:
-                    del waiting[name]
-                    running[asyncio.create_task(run_step(step, tensors, call, run.steps[name]))] = step
+            ready = [step for step in waiting.values() if step.depends <= finished]
+            for step in ready:
+                del waiting[step.name]
+            if len(ready) == 1 and not running:
+                # Nothing else can start before this step ends (readiness comes only from finished steps): run it
+                # here, without a task of its own, as every step of a chain is run.
+                (step,) = ready
+                await run_step(step, tensors, call, run.steps[step.name])
+                finished.add(step.name)
+                tensors.update({f"{step.name}.{out}": array for out, array in run.steps[step.name].arrays.items()})
+                continue
+            for step in ready:
+                running[asyncio.create_task(run_step(step, tensors, call, run.steps[step.name]))] = step
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 step = running.pop(task)

@@ -4,7 +4,6 @@ HTTP requests run in-request (executor.py); events and schedules run durably on 
 """
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -27,6 +26,7 @@ from tandem.protocol import (
     binary_outputs,
     decode_request,
     encode_response,
+    index_ready_only,
 )
 from tandem.server import make_base_app
 from tandem.settings import AppSettings, DaprSettings, Names
@@ -213,12 +213,7 @@ async def infer(request: Request, pipeline: str, version: str | None = None) -> 
 
 @router.post("/v2/repository/index")
 async def repository_index(request: Request) -> list[dict[str, Any]]:
-    body = await request.body()
-    try:
-        options = json.loads(body) if body.strip() else {}
-    except ValueError:
-        raise InferenceError('repository index body must be JSON, e.g. {"ready": true}') from None
-    ready_only = isinstance(options, dict) and options.get("ready") is True
+    ready_only = index_ready_only(await request.body())
     return [entry for entry in repository(request).index() if not ready_only or entry["state"] == "READY"]
 
 

@@ -113,8 +113,10 @@ class PipelineRepository:
                 "name": name,
                 "version": spec.version if spec else "",
                 "state": "READY" if name in self.graphs else "UNAVAILABLE",
+                "reason": self.problems.get(name, "" if name in self.graphs else "not compiled yet"),
             }
-            if name in self.problems:
-                entry["reason"] = self.problems[name]
+            if name in self.graphs:  # as the model services do: their tensors, for the gateway's /v2/models
+                metadata = self.graphs[name].metadata()
+                entry.update(inputs=metadata["inputs"], outputs=metadata["outputs"])
             entries.append(entry)
         return entries

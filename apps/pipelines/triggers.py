@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from tandem.protocol import InferenceError, decode_request
 from tandem.sidecar import Sidecar
 
-from .durable import DurableExecutor
+from .durable import PURGE_PREFIX, DurableExecutor
 from .models import StepCallError
 from .repository import PipelineRepository
 
@@ -106,9 +106,12 @@ def router(app: Any) -> APIRouter:
 
     @events.post("/job/{name}")
     async def on_job(name: str) -> dict[str, str]:
-        """A tick of a schedule: one durable run."""
+        """A tick of a schedule: one durable run; or a run kept long enough: its workflow purged."""
         repository: PipelineRepository = app.state.pipelines
         durable: DurableExecutor = app.state.durable
+        if name.startswith(PURGE_PREFIX):
+            await durable.purge(name.removeprefix(PURGE_PREFIX))
+            return {"purged": name.removeprefix(PURGE_PREFIX)}
         _, _, rest = name.partition(JOB_PREFIX)
         pipeline, _, index = rest.rpartition("--")
         spec, graph = repository.specs.get(pipeline), repository.graphs.get(pipeline)

@@ -101,6 +101,16 @@ class InferenceResponse(_Message):
     outputs: list[ResponseOutput]
 
 
+def index_ready_only(body: bytes) -> bool:
+    """Whether a repository index request (`POST /v2/repository/index`, body `{"ready": true}` or empty) asks for
+    the ready models alone."""
+    try:
+        options = json.loads(body) if body.strip() else {}
+    except ValueError:
+        raise InferenceError('repository index body must be JSON, e.g. {"ready": true}') from None
+    return isinstance(options, dict) and options.get("ready") is True
+
+
 def decode_request(body: bytes, header_length: str | None = None) -> tuple[InferenceRequest, dict[str, np.ndarray]]:
     """Parses a request body (JSON, or JSON header + binary tensors) into the request and its input arrays."""
     header, binary = _split(body, header_length)

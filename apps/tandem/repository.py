@@ -63,6 +63,7 @@ class Model:
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
+        await self.runtime.close()
 
 
 def _rows(inputs: dict[str, np.ndarray]) -> int:
@@ -157,7 +158,19 @@ class ModelRepository:
         entries = []
         for name, version in sorted(versions, key=lambda item: (item[0], _version_key(item[1]))):
             if version in self.models.get(name, {}):
-                entries.append({"name": name, "version": version, "state": "READY", "reason": ""})
+                # Beyond OIP's fields, a ready model's tensors: the gateway's /v2/models lists them without a
+                # metadata call per model.
+                tensors = self.models[name][version].metadata([])
+                entries.append(
+                    {
+                        "name": name,
+                        "version": version,
+                        "state": "READY",
+                        "reason": "",
+                        "inputs": tensors["inputs"],
+                        "outputs": tensors["outputs"],
+                    }
+                )
             else:
                 reason = self.failures.get(name, {}).get(version, "not loaded")
                 entries.append({"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason})

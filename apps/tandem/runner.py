@@ -5,16 +5,19 @@ wake-up): about 45 µs against 9 µs for running the diabetes model itself, meas
 README's "Benchmarks". A heavy model must still run off the loop, or it stalls every other request of the
 service. So each call's CPU time is measured, and a call whose expected cost is below `INLINE_BELOW_SECONDS` runs
 inline. CPU time of the calling thread, not wall time: waiting for the GIL or for a busy core says nothing about
-what the model costs.
+what the model costs. A model whose `run` is a coroutine (it waits on I/O, e.g. the state store) is awaited on
+the loop.
 """
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-Run = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
+Results = dict[str, np.ndarray]
+Run = Callable[[dict[str, np.ndarray], list[str]], Results | Awaitable[Results]]
 
 # Below the cost of the thread hop itself: a call this cheap stalls the loop less than the hop would cost it.
 INLINE_BELOW_SECONDS = 100e-6
@@ -31,11 +34,14 @@ class Runner:
         # Unknown until the first call, which therefore runs in a thread: a model is presumed heavy.
         self.seconds_per_row: float | None = None
         self.last_seconds = 0.0  # CPU time of the latest call
+        self.awaits = inspect.iscoroutinefunction(run)
 
     def inline(self, rows: int) -> bool:
         return self.seconds_per_row is not None and self.seconds_per_row * rows < self.inline_below
 
-    async def __call__(self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int) -> dict[str, np.ndarray]:
+    async def __call__(self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int) -> Results:
+        if self.awaits:
+            return await self.run(inputs, outputs)  # type: ignore[misc]
         if self.inline(rows):
             results, seconds = self._timed(inputs, outputs)
         else:
@@ -46,7 +52,7 @@ class Runner:
         self.seconds_per_row = per_row if previous is None else previous + _NEWEST * (per_row - previous)
         return results
 
-    def _timed(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[dict[str, np.ndarray], float]:
+    def _timed(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[Results, float]:
         started = time.thread_time()
         results = self.run(inputs, outputs)
-        return results, time.thread_time() - started
+        return results, time.thread_time() - started  # type: ignore[return-value]

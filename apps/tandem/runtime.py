@@ -74,8 +74,11 @@ class Model:
         return names
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        """Computes `outputs` from checked `inputs`."""
+        """Computes `outputs` from checked `inputs` (a subclass may make it `async def` if it waits on I/O)."""
         raise NotImplementedError
+
+    async def close(self) -> None:
+        """Frees what the model holds besides memory (a connection, say) when it is unloaded."""
 
 
 def onnx_session(path: Path, intra_op_threads: int) -> "ort.InferenceSession":

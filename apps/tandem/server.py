@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
 from .fastpath import InferRoute
-from .protocol import InferenceError, InferenceRequest, InferenceResponse
+from .protocol import InferenceError, InferenceRequest, InferenceResponse, index_ready_only
 from .repository import ModelRepository
 from .settings import AppSettings, DaprSettings, ServiceSettings
 from .sidecar import Sidecar, SidecarError
@@ -272,13 +272,7 @@ def _oip_router(service: str, settings: ServiceSettings) -> APIRouter:
 
     @router.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, Any]]:
-        body = await request.body()
-        try:
-            options = json.loads(body) if body.strip() else {}
-        except ValueError:
-            raise InferenceError('repository index body must be JSON, e.g. {"ready": true}') from None
-        ready_only = isinstance(options, dict) and options.get("ready") is True
-        return dataplane(request).index(ready_only)
+        return dataplane(request).index(index_ready_only(await request.body()))
 
     async def announce(request: Request, model: str, change: str) -> None:
         # Best effort: the change is done whether or not anyone hears of it (the gateway also refreshes on its own).

@@ -22,14 +22,24 @@ class Replica:
 
 
 class DurableDeployment:
-    def __init__(self, stack: Stack, model_repository: Path, folder: Path, sentry: Sentry | None = None):
-        """With `sentry`, the pipelines' sidecars, placement and the scheduler talk over mTLS, as under make run."""
+    def __init__(
+        self,
+        stack: Stack,
+        model_repository: Path,
+        folder: Path,
+        sentry: Sentry | None = None,
+        others: tuple[str, ...] = (),
+    ):
+        """With `sentry`, the pipelines' sidecars, placement and the scheduler talk over mTLS, as under make run.
+        Steps may call regression and the `others` services (without mTLS)."""
         self.stack = stack
         self.sentry = sentry
         self.regression_id = stack.app_id("regression")
         self.pipelines_id = stack.app_id("pipelines")
+        self.services = [self.regression_id, *map(stack.app_id, others)]
         self.placement = stack.start_placement(sentry=sentry)
         self.scheduler = stack.start_scheduler(sentry=sentry)
+        self.ports = {service: stack.start_service(service, model_repository)[1] for service in others}
         if sentry is None:
             _, self.regression_port = stack.start_service("regression", model_repository)
         else:  # the model service on mTLS too: sidecars with and without it cannot call each other
@@ -44,7 +54,7 @@ class DurableDeployment:
         self.resources = stack.components({})
         self.replicas: list[Replica] = []
 
-    def start_replica(self) -> Replica:
+    def start_replica(self, **env: str) -> Replica:
         app_port, http_port, grpc_port = free_port(), free_port(), free_port()
         name = f"pipelines-{len(self.replicas)}"
         app = self.stack.start_app(
@@ -54,8 +64,9 @@ class DurableDeployment:
             DAPR_HTTP_PORT=str(http_port),
             DAPR_GRPC_PORT=str(grpc_port),
             PIPELINES_FOLDER=str(self.folder),
-            PIPELINES_SERVICES=self.regression_id,
+            PIPELINES_SERVICES=",".join(self.services),
             PIPELINES_RETRY_SECONDS="0.5",
+            **env,
         )
         sidecar = self.stack.start_sidecar(
             self.pipelines_id,
@@ -95,9 +106,10 @@ class DurableDeployment:
         )
         assert answer.status_code == 204, answer.text
 
-    def model_calls(self, model: str = "diabetes") -> int:
-        """How many requests the regression service served for `model` (its own counter)."""
-        metrics = httpx.get(f"http://127.0.0.1:{self.regression_port}/metrics").text
+    def model_calls(self, model: str = "diabetes", service: str = "regression") -> int:
+        """How many requests `service` served for `model` (its own counter)."""
+        port = self.regression_port if service == "regression" else self.ports[service]
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         pattern = rf'tandem_inference_requests_total\{{[^}}]*model="{model}"[^}}]*outcome="ok"[^}}]*\}} ([0-9.e+]+)'
         return sum(int(float(value)) for value in re.findall(pattern, metrics))
 

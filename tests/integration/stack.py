@@ -151,6 +151,15 @@ class Stack:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     # Model services started by `start_service`: name -> app id (what the gateway routes to).
     services: dict[str, str] = field(default_factory=dict)
+    # The Configuration of the sidecars started from now on (`trace_to` makes one that exports spans).
+    config: Path = ROOT / "dapr" / "config.yaml"
+
+    def trace_to(self, zipkin_endpoint: str) -> None:
+        """Sidecars started from now on send their spans to `zipkin_endpoint`, as dapr/config.yaml suggests."""
+        config = yaml.safe_load(self.config.read_text())
+        config["spec"]["tracing"]["zipkin"] = {"endpointAddress": zipkin_endpoint}
+        self.config = self.work / "config-tracing.yaml"
+        self.config.write_text(yaml.safe_dump(config))
 
     def app_id(self, name: str) -> str:
         """An app id of this stack's own: sidecars find each other by app id over mDNS, across every stack on the
@@ -258,7 +267,7 @@ class Stack:
         app_port: int | None = None,
         http_port: int | None = None,
         health_path: str = "/v2/health/ready",
-        config: Path = ROOT / "dapr" / "config.yaml",
+        config: Path | None = None,
         sentry: Sentry | None = None,
         grpc_port: int | None = None,
         placement: str = "",
@@ -278,7 +287,7 @@ class Stack:
             "--dapr-internal-grpc-listen-address", "127.0.0.1",
             "--metrics-listen-address", "127.0.0.1",
             "--resources-path", str(resources),
-            "--config", str(config),
+            "--config", str(config or self.config),
             "--log-level", "info",
         ]  # fmt: skip
         if placement:

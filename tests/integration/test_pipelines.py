@@ -9,6 +9,7 @@ under onError fail, skip and default, a step that cannot answer within its timeo
 import base64
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
 
+from .spans import SpanCollector
 from .stack import ROOT, Sidecar, Stack, wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,8 +46,11 @@ def page(lines: list[str]) -> bytes:
 
 
 class Deployment:
-    def __init__(self, stack: Stack, gateway_url: str, pipelines: Sidecar, services: dict[str, str]):
+    def __init__(
+        self, stack: Stack, gateway_url: str, pipelines: Sidecar, services: dict[str, str], spans: SpanCollector
+    ):
         self.stack = stack
+        self.spans = spans
         self.gateway_url = gateway_url
         self.pipelines = pipelines
         self.services = services  # service -> its unique app id in this test
@@ -72,7 +77,9 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(stack: Stack, model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+def deployment(stack: Stack, model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    spans = SpanCollector()
+    stack.trace_to(spans.endpoint)
     services = {}
     for service in ("vision", "nlp", "regression"):
         stack.start_service(service, model_repository)
@@ -91,13 +98,14 @@ def deployment(stack: Stack, model_repository: Path, tmp_path_factory: pytest.Te
     _, _, gateway_port = stack.start_gateway(
         {"tests": KEY}, GATEWAY_SERVICES=",".join([*services.values(), pipelines_id])
     )
-    deployment = Deployment(stack, f"http://127.0.0.1:{gateway_port}", sidecar, services)
+    deployment = Deployment(stack, f"http://127.0.0.1:{gateway_port}", sidecar, services, spans)
     wait_until(
         lambda: deployment.pipelines_get("v2/models/triage/ready").status_code == 200,
         "the triage pipeline compiled",
         timeout=60,
     )
-    return deployment
+    yield deployment
+    spans.close()
 
 
 def onnx_prediction(model_repository: Path, model: str, rows: np.ndarray) -> np.ndarray:
@@ -130,12 +138,37 @@ def test_the_ensemble_answers_tritonclient_through_the_gateway(deployment, model
 
 
 def test_a_run_joins_the_callers_trace(deployment):
+    """Each step's model call is a span under the pipeline's, in the trace of the client that called the gateway."""
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     headers = {"X-API-Key": KEY, "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
     body = {"inputs": [{"name": "input", "shape": [2, 10], "datatype": "FP32", "data": ROWS.ravel().tolist()}]}
     answer = httpx.post(f"{deployment.gateway_url}/v2/models/ensemble/infer", json=body, headers=headers, timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.headers["traceparent"].split("-")[1] == trace_id
+    # Each sidecar exports its spans (in batches, every few seconds): the gateway's call of the pipeline, the
+    # pipeline's span, each step's model call under it and the model's own span, all in the caller's trace.
+    pipelines, regression = deployment.pipelines.app_id, deployment.services["regression"]
+    step_calls = {f"calllocal/{regression}/v2/models/{model}/infer" for model in ("diabetes", "diabetes-trees")}
+
+    def spans() -> dict[tuple[str, str], dict]:
+        return {(span["localEndpoint"]["serviceName"], span["name"]): span for span in deployment.spans.trace(trace_id)}
+
+    run = f"calllocal/{pipelines}/v2/models/ensemble/infer"
+    gateway = deployment.stack.app_id("gateway")
+    wanted = {
+        (gateway, run),
+        (pipelines, run),
+        *((side, name) for side in (pipelines, regression) for name in step_calls),
+    }
+    wait_until(lambda: wanted <= spans().keys(), "every span exported", 30)
+    by_name = spans()
+    gateway_call = by_name[(gateway, run)]
+    assert gateway_call["parentId"] == "00f067aa0ba902b7"  # the caller's span
+    assert by_name[(pipelines, run)]["parentId"] == gateway_call["id"]
+    for name in step_calls:
+        step = by_name[(pipelines, name)]
+        assert step["kind"] == "CLIENT" and step["parentId"] == by_name[(pipelines, run)]["id"]
+        assert by_name[(regression, name)]["parentId"] == step["id"]
 
 
 def gateway_index(deployment) -> dict[str, dict]:
@@ -163,6 +196,13 @@ def test_the_gateway_lists_the_pipelines_beside_the_models(deployment):
     entries = gateway_index(deployment)
     assert entries["ensemble"]["state"] == "READY" and entries["ensemble"]["service"].startswith("pipelines-")
     assert entries["diabetes"]["state"] == "READY"
+    models = httpx.get(f"{deployment.gateway_url}/v2/models", headers={"X-API-Key": KEY}).json()["models"]
+    listed = {entry["name"]: entry for entry in models}
+    # Pipelines and models alike with their tensors, as their metadata gives them.
+    assert listed["ensemble"]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 10]}]
+    assert {"name": "prediction", "datatype": "FP32", "shape": [-1, 1]} in listed["ensemble"]["outputs"]
+    assert listed["diabetes"]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 10]}]
+    assert "inputs" not in listed["broken"] and "step 'trees'" in listed["broken"]["reason"]
 
 
 def triage_by_hand(deployment: Deployment, image: bytes) -> dict[str, np.ndarray]:
@@ -294,21 +334,24 @@ def test_a_failing_step_under_each_on_error(deployment, model_repository: Path):
 
 
 def test_a_step_over_its_timeout_fails_the_run_with_504(deployment):
+    """Through the gateway, which passes the pipeline's own 504 on: a step timing out is the run's failure, not the
+    pipelines service being down, so however often it happens the service's other pipelines stay reachable."""
     image = page(COMPLAINT)
     body = {
         "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(image).decode()]}]
     }
-    # Through the pipelines' own sidecar: the run's 504. (The gateway answers any 502-504 of a service as that
-    # service being unavailable, 503, with the service's error in its message.)
-    headers = {"dapr-api-token": deployment.stack.dapr_api_token}
-    url = f"{deployment.pipelines.url}/v1.0/invoke/{deployment.pipelines.app_id}/method/v2/models/slow-ocr/infer"
-    answer = httpx.post(url, json=body, headers=headers, timeout=60)
-    assert answer.status_code == 504
+    breaker_failures = 5  # the gateway's default
+    for _ in range(breaker_failures + 1):
+        answer = deployment.post("/v2/models/slow-ocr/infer", body)
+        assert answer.status_code == 504, answer.text
     error = answer.json()["error"]
     assert "step 'ocr' (model ocr) failed: no answer" in error and "within 0.005 s" in error
     run_id = answer.json()["error"].split(" run ")[1].split(":")[0]
     run = deployment.pipelines_get(f"v2/pipelines/slow-ocr/runs/{run_id}").json()
     assert run["status"] == "failed" and run["steps"]["ocr"]["status"] == "failed"
+    assert deployment.post("/v2/models/ensemble/infer", ensemble_request()).status_code == 200
+    status = httpx.get(f"{deployment.gateway_url}/status", headers={"X-API-Key": KEY}).json()
+    assert status["services"][deployment.pipelines.app_id]["breaker"] == "closed"
 
 
 def test_unknown_runs_are_404(deployment):

@@ -85,6 +85,11 @@ def test_only_unavailability_counts_against_a_service():
     assert unavailable_reason(404, json_type, b'{"errorCode": "ERR_X"}') is None
     assert unavailable_reason(500, json_type, b'{"error": "internal error: one input"}') is None
     assert unavailable_reason(500, json_type, b"not json") is None
+    # The app's own verdict: a pipeline step that timed out, a model that is not loaded.
+    assert unavailable_reason(504, json_type, b'{"error": "step \'s\' timed out"}') is None
+    assert unavailable_reason(503, json_type, b'{"error": "model m is not ready"}') is None
+    assert unavailable_reason(502, json_type, b'{"detail": "a proxy"}') is not None
+    assert unavailable_reason(503, json_type, b"not json") is not None
 
 
 def test_api_keys_come_from_one_secret_and_survive_a_failed_refresh():

@@ -51,3 +51,15 @@ def test_a_request_of_many_rows_leaves_the_loop_even_for_a_cheap_model():
     assert runner.seconds_per_row is not None
     assert runner.inline(1)
     assert not runner.inline(int(2.0 / max(runner.seconds_per_row, 1e-9)))
+
+
+def test_a_model_that_waits_on_io_is_awaited_on_the_loop():
+    threads: list[int] = []
+
+    async def run(inputs, outputs):
+        threads.append(threading.get_ident())
+        await asyncio.sleep(0)  # what a state-store call would do
+        return {"y": inputs["x"] + 1}
+
+    loop_thread = calls(Runner(run), 3)
+    assert threads == [loop_thread] * 3  # never a worker thread, not even the first call
