@@ -169,15 +169,16 @@ def serving_grpc(report: dict[str, Any]) -> Iterator[Goal]:
         served = [case for case in own if case["path"].startswith("grpc-")]
         if raw is None or not served:
             continue
-        best = max(served, key=lambda case: case["requests_per_s"])
-        ratio = best["requests_per_s"] / raw["requests_per_s"]
-        yield (
-            "speed",
-            f"{model} over gRPC {'at least 0.85x' if model == 'nsfw' else 'against'} raw onnxruntime at batch 1 in "
-            f"requests/s ({best['path']}, c={best['concurrency']})",
-            f"{down(ratio)}x",
-            ratio >= 0.85 if model == "nsfw" else None,
-        )
+        # Served directly over gRPC, at every concurrency measured: the path the goal names, its worst case counting.
+        for case in (case for case in served if case["path"] == "grpc-direct"):
+            ratio = case["requests_per_s"] / raw["requests_per_s"]
+            yield (
+                "speed",
+                f"{model} over gRPC {'at least 0.85x' if model == 'nsfw' else 'against'} raw onnxruntime at batch 1 in "
+                f"requests/s ({case['path']}, c={case['concurrency']})",
+                f"{down(ratio)}x",
+                ratio >= 0.85 if model == "nsfw" else None,
+            )
         direct = min((case for case in own if case["path"] == "grpc-direct"), key=lambda case: case["concurrency"])
         efficiency = raw["cpu_us_per_request"] / direct["cpu_us_per_request"]
         yield (
