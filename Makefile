@@ -43,12 +43,14 @@ test: setup lint k8s-check edge-runtime
 # Not part of test: serving benchmarks against raw onnxruntime, plain FastAPI and the peer model servers
 # (hey and the peers' venvs go to .bench/, see bench/setup.sh); writes bench/results/serving.{json,md,png};
 # then the gateway's own added latency: bench/results/gateway.{json,md,png}; then what a request costs inside the
-# app, layer by layer: bench/results/hotpath.{json,md}.
+# app, layer by layer: bench/results/hotpath.{json,md}; then nsfw and diabetes over gRPC against raw onnxruntime
+# and REST JSON: bench/results/serving-grpc.{json,md,png}.
 bench: setup
 	bench/setup.sh
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.hotpath
+	$(BIN)/python -m bench.serving_grpc
 	$(BIN)/python -m bench.pipelines
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.summary

@@ -293,7 +293,12 @@ def markdown(report: dict) -> str:
         f"Per step (the slope of added over steps): **{r['per_step_ms']} ms** (goal: at most 0.5 ms); the one hop into",
         f"the pipelines app (the intercept): {r['fixed_ms']} ms. The longest chain bounds the cost from above, the hop",
         f"included: {longest['added_ms']} ms over {longest['steps']} steps, **{longest['added_ms'] / longest['steps']:.3f}"
-        " ms per step** (a negative slope: the executor's own calls cost less than the client's).",
+        " ms per step**"
+        + (
+            " (a negative slope: the executor's own calls cost less than the client's)."
+            if r["per_step_ms"] < 0
+            else "."
+        ),
         "",
         "## A chain's throughput against its slowest step alone",
         "",

@@ -1,6 +1,6 @@
 """Plots bench/results/edge_daprd.json (stripped size and idle heap of the full and edge daprd) or
-edge_stack.json (resident memory per process of the edge stack, per architecture); run with matplotlib installed
-(bench/setup.sh plot).
+edge_stack.json (resident memory and CPU seconds until healthy per process of the edge stack, per architecture);
+run with matplotlib installed (bench/setup.sh plot).
 
     python bench/plot_edge.py edge_daprd.json edge_daprd.png
 """
@@ -35,18 +35,26 @@ def daprd(report: dict, target: str) -> None:
 
 def stack(report: dict, target: str) -> None:
     arches = list(report["results"])
-    figure, axes = plt.subplots(figsize=(10, 4))
+    figure, (memory, start) = plt.subplots(2, 1, figsize=(10, 8))
     names = sorted({name for arch in arches for name in report["results"][arch]["rss_bytes"]})
     width = 0.8 / len(arches)
     for index, arch in enumerate(arches):
-        rss = report["results"][arch]["rss_bytes"]
-        axes.bar(
-            [i + index * width for i in range(len(names))], [rss.get(n, 0) / 2**20 for n in names], width, label=arch
+        result = report["results"][arch]
+        positions = [i + index * width for i in range(len(names))]
+        memory.bar(positions, [result["rss_bytes"].get(n, 0) / 2**20 for n in names], width, label=arch)
+        cpu = result.get("cpu_seconds_until_healthy", {})
+        start.bar(
+            positions,
+            [cpu.get(n, 0) for n in names],
+            width,
+            label=f"{arch} (healthy in {result['healthy_seconds']:.1f} s)",
         )
-    axes.set_xticks([i + width * (len(arches) - 1) / 2 for i in range(len(names))], names, rotation=45, ha="right")
-    axes.set_ylabel("resident memory (MiB)")
-    axes.legend()
-    figure.suptitle(f"Edge stack, resident memory per process ({report['date']}, {report['machine']})")
+    for axes in (memory, start):
+        axes.set_xticks([i + width * (len(arches) - 1) / 2 for i in range(len(names))], names, rotation=45, ha="right")
+        axes.legend()
+    memory.set_ylabel("resident memory (MiB)")
+    start.set_ylabel("CPU seconds until healthy")
+    figure.suptitle(f"Edge stack per process ({report['date']}, {report['machine']})")
     figure.tight_layout()
     figure.savefig(target, dpi=100)
 

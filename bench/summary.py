@@ -162,8 +162,36 @@ def fuzz(report: dict[str, Any]) -> Iterator[Goal]:
         )
 
 
+def serving_grpc(report: dict[str, Any]) -> Iterator[Goal]:
+    for model in dict.fromkeys(case["model"] for case in report["cases"]):
+        own = [case for case in report["cases"] if case["model"] == model]
+        raw = next((case for case in own if case["path"] == "onnxruntime"), None)
+        served = [case for case in own if case["path"].startswith("grpc-")]
+        if raw is None or not served:
+            continue
+        # Served directly over gRPC, at every concurrency measured: the path the goal names, its worst case counting.
+        for case in (case for case in served if case["path"] == "grpc-direct"):
+            ratio = case["requests_per_s"] / raw["requests_per_s"]
+            yield (
+                "speed",
+                f"{model} over gRPC {'at least 0.85x' if model == 'nsfw' else 'against'} raw onnxruntime at batch 1 in "
+                f"requests/s ({case['path']}, c={case['concurrency']})",
+                f"{down(ratio)}x",
+                ratio >= 0.85 if model == "nsfw" else None,
+            )
+        direct = min((case for case in own if case["path"] == "grpc-direct"), key=lambda case: case["concurrency"])
+        efficiency = raw["cpu_us_per_request"] / direct["cpu_us_per_request"]
+        yield (
+            "speed",
+            f"{model} over gRPC directly: raw onnxruntime's CPU per request over Tandem's (c={direct['concurrency']})",
+            f"{down(efficiency)}x",
+            None,
+        )
+
+
 SOURCES: dict[str, Callable[[dict[str, Any]], Iterator[Goal]]] = {
     "serving": serving,
+    "serving-grpc": serving_grpc,
     "gateway": gateway,
     "pipeline": pipeline,
     "pipelines": pipelines,

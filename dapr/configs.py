@@ -45,16 +45,25 @@ def local_configuration(access_control: dict | None) -> dict:
     return configuration
 
 
+def policy_owner(app: dict, apps: list[dict]) -> str:
+    """The app whose access control `app` takes: its own, or for a sidecar without a command of its own (a model
+    service's gRPC sidecar), that of the app beside which it runs (the one with the same folder and a command)."""
+    if "command" in app:
+        return app["appID"]
+    return next(other["appID"] for other in apps if other["appDirPath"] == app["appDirPath"] and "command" in other)
+
+
 def main() -> None:
     template = yaml.safe_load((ROOT / "dapr.yaml").read_text())
     policies = kubernetes_access_control()
     for app in template["apps"]:
-        app_id = app["appID"]
-        if app_id not in policies:
-            print(f"configs: no Kubernetes Configuration gives {app_id} access control: any app may call it")
-        target = ROOT / app["appDirPath"] / ".dapr" / "config.yaml"
+        app_id, owner = app["appID"], policy_owner(app, template["apps"])
+        if owner not in policies:
+            print(f"configs: no Kubernetes Configuration gives {owner} access control: any app may call {app_id}")
+        # `dapr run -f` reads the app's configFilePath, else <appDirPath>/.dapr/config.yaml.
+        target = ROOT / app["appDirPath"] / app.get("configFilePath", ".dapr/config.yaml")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(yaml.safe_dump(local_configuration(policies.get(app_id)), sort_keys=False))
+        target.write_text(yaml.safe_dump(local_configuration(policies.get(owner)), sort_keys=False))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ its root certificate in .data/sentry). When the apps are up:
   features     http://localhost:8005    http://localhost:3505  http://localhost:9095/metrics
   alerts       http://localhost:8006    http://localhost:3506  http://localhost:9096/metrics
   pipelines    http://localhost:8007    http://localhost:3507  http://localhost:9097/metrics
+  vision-grpc  grpc localhost:8101      http://localhost:3521  http://localhost:9121/metrics
+  nlp-grpc     grpc localhost:8102      http://localhost:3522  http://localhost:9122/metrics
+  regression-grpc grpc localhost:8103   http://localhost:3523  http://localhost:9123/metrics
 Clients call the gateway with an API key (client "local"; keys live in .data/secrets.json):
 
   curl -s -H 'Authorization: Bearer $api_key' localhost:8000/v2/models
@@ -99,6 +102,15 @@ Behind it, apps answer only their sidecar (APP_API_TOKEN); call them through a s
     -d '{"text":"The striker scored twice.","labels":["sport","finance","cooking"]}'
 
   curl -s -H '$token' localhost:3501/v1.0/invoke/vision/method/ocr --data-binary @page.png
+
+The Open Inference Protocol over gRPC: the gateway on localhost:8100 (the same key, in metadata), e.g.
+
+  python -c 'import numpy as np, tritonclient.grpc as g; c = g.InferenceServerClient("localhost:8100")
+  x = g.InferInput("input", [1, 10], "FP32"); x.set_data_from_numpy(np.full((1, 10), 0.01, np.float32))
+  print(c.infer("diabetes", [x], headers={"authorization": "Bearer $api_key"}).as_numpy("variable"))'
+
+Behind it each model service's gRPC sidecar (app ids vision-grpc, nlp-grpc, regression-grpc; their gRPC APIs on
+localhost:3621-3623), reached from the gateway's sidecar (localhost:3600) with metadata dapr-app-id: <app id>.
 
 Pipelines (pipelines/*.yaml) are models too: the ensemble averages two diabetes regressors:
 

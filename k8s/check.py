@@ -175,13 +175,22 @@ def deployment_errors(app: str, deployment: dict, objects: list[dict], annotatio
     if [p["containerPort"] for p in container.get("ports", [])] != [port]:
         yield f"{app}: the container's port is not the app port {port}"
     env = {item["name"]: item for item in container.get("env", [])}
-    if env.get("APP_PORT", {}).get("value") != str(port):
+    # A gRPC app (a model service's gRPC app id) serves the protocol on <SERVICE>_GRPC_PORT, its REST elsewhere.
+    grpc_app = annotations.get("dapr.io/app-protocol") == "grpc"
+    if grpc_app:
+        if not any(name.endswith("_GRPC_PORT") and item.get("value") == str(port) for name, item in env.items()):
+            yield f"{app}: no <SERVICE>_GRPC_PORT is the app port {port}"
+    elif env.get("APP_PORT", {}).get("value") != str(port):
         yield f"{app}: APP_PORT is not the app port {port}"
     for variable, annotation in (("DAPR_API_TOKEN", "api-token-secret"), ("APP_API_TOKEN", "app-token-secret")):
         ref = env.get(variable, {}).get("valueFrom", {}).get("secretKeyRef", {})
         if (ref.get("name"), ref.get("key")) != (annotations.get(f"dapr.io/{annotation}"), "token"):
             yield f"{app}: {variable} must come from key `token` of the Secret named by dapr.io/{annotation}"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if grpc_app:  # Kubernetes' gRPC probe (grpc.health.v1), which the kit's gRPC server answers
+            if container.get(probe, {}).get("grpc", {}).get("port") != port:
+                yield f"{app}: {probe} must ask the app's own gRPC health on its port"
+            continue
         target = container.get(probe, {}).get("httpGet", {})
         if target.get("port") not in ("http", port) or not target.get("path", "").startswith("/v2/health/"):
             yield f"{app}: {probe} must ask the app's own health on its port"
@@ -199,7 +208,9 @@ def deployment_errors(app: str, deployment: dict, objects: list[dict], annotatio
     if config not in by_kind(objects, "Configuration"):
         yield f"{app}: dapr.io/config names {config}, which is not rendered"
     services = [s for s in by_kind(objects, "Service").values() if s["spec"].get("selector") == _labels(deployment)]
-    if not any(p.get("targetPort") in ("http", port) for s in services for p in s["spec"]["ports"]):
+    if not any(
+        p.get("targetPort") in ("grpc" if grpc_app else "http", port) for s in services for p in s["spec"]["ports"]
+    ):
         yield f"{app}: no Service sends traffic to its app port"
 
 

@@ -3,8 +3,9 @@
 Subscribed to `readings` (components/subscription-readings.yaml). For each reading, in this order, so that
 nothing is lost and a redelivery changes nothing:
 1. read the machine's window from the state store (with its ETag); a reading id already in it is done: ack;
-2. compute the features of the window ending at the reading and call the regression service's models through
-   the sidecar;
+2. for each reading whose window is full now and has no prediction yet (the reading itself, or a later one that
+   came first and whose window it completed), compute the window's features and call the regression service's
+   models through the sidecar;
 3. publish the prediction, whose id depends only on machine and reading: a redelivery publishes the same id again,
    and the alerts service counts it once;
 4. save the window with the ETag read in 1 (another replica wrote first: start again from 1);
@@ -17,7 +18,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -73,7 +74,7 @@ class Unprocessable(Exception):
 
 READINGS = Counter(
     "tandem_features_readings",
-    "Readings taken from the readings topic, by outcome: predicted, windowing (no full window yet), duplicate, "
+    "Readings taken from the readings topic, by outcome: predicted (a window completed), windowing (none), duplicate, "
     "conflict (another replica saved the window first: read again)",
     ["outcome"],
 )
@@ -111,11 +112,16 @@ async def process(sidecar: Sidecar, reading: Reading) -> dict[str, str]:
             raise Unprocessable(f"reading {reading.id} has no value for channel {missing}") from None
         if not added:
             return KEEP, "duplicate"
-        computed = window.features(reading.id)
-        if computed is None:
+        due = window.due()
+        if not due:
             return window.to_state(), "windowing"
-        prediction = await predict(sidecar, reading, *computed)
-        await sidecar.publish(settings.pubsub, settings.predictions_topic, prediction)
+        timestamps = {id_: timestamp for timestamp, id_, _ in window.readings}
+        for reading_id in due:
+            computed = window.features(reading_id)
+            assert computed is not None, "a due reading has its full window"
+            prediction = await predict(sidecar, reading, reading_id, timestamps[reading_id], *computed)
+            await sidecar.publish(settings.pubsub, settings.predictions_topic, prediction)
+            window.predicted.append(reading_id)
         return window.to_state(), "predicted"
 
     # Spent attempts raise ETagMismatch, a SidecarError: the event is retried later.
@@ -126,18 +132,23 @@ async def process(sidecar: Sidecar, reading: Reading) -> dict[str, str]:
     return SUCCESS
 
 
-async def predict(sidecar: Sidecar, reading: Reading, features: Any, covered: list[str]) -> dict[str, Any]:
+async def predict(
+    sidecar: Sidecar, received: Reading, reading_id: str, timestamp: float, features: Any, covered: list[str]
+) -> dict[str, Any]:
+    """The prediction for reading `reading_id` (stamped `timestamp`) of the machine of `received`, the reading
+    just taken: that one, or a later one whose window it completed (then `received_at` is when the last reading
+    its window needed was received)."""
     rows = {"rows": [dict(zip(FEATURES, features.tolist(), strict=True))]}
     rul, failure = await asyncio.gather(
         invoke_model(sidecar, settings.rul_model, rows), invoke_model(sidecar, settings.failure_model, rows)
     )
     return {
-        "id": str(uuid.uuid5(PREDICTIONS, f"{reading.machine}/{reading.id}")),
-        "machine": reading.machine,
-        "reading": reading.id,
+        "id": str(uuid.uuid5(PREDICTIONS, f"{received.machine}/{reading_id}")),
+        "machine": received.machine,
+        "reading": reading_id,
         "readings": covered,
-        "timestamp": reading.timestamp.isoformat(),
-        "received_at": reading.received_at,
+        "timestamp": datetime.fromtimestamp(timestamp, UTC).isoformat(),
+        "received_at": received.received_at,
         "rul": rul["predictions"][0]["rul"],
         "failure_probability": failure["predictions"][0]["probabilities"][1],
         "models": {"rul": f"{rul['model']}/{rul['version']}", "failure": f"{failure['model']}/{failure['version']}"},

@@ -2,7 +2,8 @@
 
 Readings are kept in timestamp order, so one that arrives late (a redelivery, a retry) still lands where it belongs;
 each reading's prediction is computed from the WINDOW readings ending at it, with tandem.fleet.window_features, the
-computation the models were trained on.
+computation the models were trained on, once all of them are there: a late reading can complete the window of a
+later one that came first.
 """
 
 import bisect
@@ -25,16 +26,21 @@ class Window:
     readings: list[tuple[float, str, list[float]]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)  # newest last
     count: int = 0  # distinct readings ever added
+    predicted: list[str] = field(default_factory=list)  # ids of the kept readings whose prediction was published
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> "Window":
         if state is None:
             return cls()
         readings = [(float(ts), str(id_), list(values)) for ts, id_, values in state["readings"]]
-        return cls(readings, list(state["seen"]), int(state["count"]))
+        window = cls(readings, list(state["seen"]), int(state["count"]))
+        # A window saved before predictions were tracked: every reading with a full window had its prediction.
+        window.predicted = list(state["predicted"]) if "predicted" in state else window.due()
+        return window
 
     def to_state(self) -> dict[str, Any]:
-        return {"readings": [list(reading) for reading in self.readings], "seen": self.seen, "count": self.count}
+        readings = [list(reading) for reading in self.readings]
+        return {"readings": readings, "seen": self.seen, "count": self.count, "predicted": self.predicted}
 
     def add(self, reading_id: str, timestamp: float, values: dict[str, float]) -> bool:
         """Adds a reading in timestamp order; False (and no change) if this reading id was added before."""
@@ -42,10 +48,20 @@ class Window:
             return False
         bisect.insort(self.readings, (timestamp, reading_id, [values[channel] for channel in CHANNELS]))
         del self.readings[: -(WINDOW + SLACK)]
+        kept = {id_ for _, id_, _ in self.readings}
+        self.predicted = [id_ for id_ in self.predicted if id_ in kept]
         self.seen.append(reading_id)
         del self.seen[:-SEEN]
         self.count += 1
         return True
+
+    def due(self) -> list[str]:
+        """Ids of the kept readings that have their full window but no prediction yet, oldest first: the reading
+        just added, and a later one that came before it (readings arrive out of order: a bulk publish is stored in
+        any order, deliveries run in parallel) and whose window it completed."""
+        return [
+            id_ for index, (_, id_, _) in enumerate(self.readings) if index + 1 >= WINDOW and id_ not in self.predicted
+        ]
 
     def features(self, reading_id: str) -> tuple[np.ndarray, list[str]] | None:
         """The feature vector of the WINDOW readings ending at `reading_id`, and their ids; None while there are

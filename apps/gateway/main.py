@@ -4,7 +4,7 @@ owns it through the sidecars, with `/v2/models` across services, a circuit break
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from importlib.metadata import version as package_version
 from typing import Annotated, Any, ClassVar
@@ -21,6 +21,8 @@ from tandem.settings import AppSettings, DaprSettings, Names
 
 from .breaker import CircuitBreaker
 from .directory import ModelDirectory
+from .grpc_proxy import GrpcGateway
+from .grpc_proxy import start as start_grpc
 from .keys import ApiKeys
 from .proxy import Forwarder
 from .ratelimit import RateLimiter
@@ -52,6 +54,10 @@ class GatewaySettings(AppSettings):
     readiness_timeout_seconds: float = 2.0
     pubsub: str = "pubsub"
     model_changes_topic: str = "model-changes"
+    # The Open Inference Protocol over gRPC for clients (0: off). A model's calls go to the owning service's gRPC
+    # app, whose app id is the service's with this suffix (its second sidecar, whose app channel is gRPC).
+    grpc_port: int = 0
+    grpc_app_suffix: str = "-grpc"
 
 
 settings = GatewaySettings()
@@ -67,10 +73,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.state.forwarder = Forwarder(dapr.sidecar_url, dapr.dapr_api_token, settings.timeout_seconds)
     refresher = asyncio.create_task(keep_fresh(app))
+    grpc_gateway = grpc_server = None
+    if settings.grpc_port:
+        grpc_gateway = GrpcGateway(
+            app.state,
+            identify,
+            presented_key,
+            gateway_ready,
+            new_breaker,
+            f"127.0.0.1:{dapr.dapr_grpc_port}",
+            dapr.dapr_api_token,
+            settings.grpc_app_suffix,
+            settings.timeout_seconds,
+            settings.max_body_bytes,
+            SERVER_METADATA,
+        )
+        grpc_server = await start_grpc(grpc_gateway, settings.host, settings.grpc_port, settings.max_body_bytes)
     yield
     refresher.cancel()
     with suppress(asyncio.CancelledError):
         await refresher
+    if grpc_server is not None and grpc_gateway is not None:
+        await grpc_server.stop(grace=5)
+        await grpc_gateway.close()
     await app.state.forwarder.aclose()
 
 
@@ -93,19 +118,20 @@ async def keep_fresh(app: FastAPI) -> None:
         await asyncio.sleep(settings.refresh_seconds if complete else 1.0)
 
 
-def presented_key(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key of a request's headers (or a gRPC call's metadata): `Authorization: Bearer` or `X-API-Key`."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return request.headers.get("x-api-key") or None
+    return headers.get("x-api-key") or None
 
 
-async def authenticate(request: Request) -> str:
-    """The client behind the request's API key; 401 without a known key, 429 over the client's rate."""
-    keys: ApiKeys = request.app.state.keys
+def identify(state: Any, key: str | None) -> str:
+    """The client behind an API key; 401 without a known key, 429 over the client's rate, 503 without keys to check
+    (as HTTPException, which the gRPC server maps to its status codes)."""
+    keys: ApiKeys = state.keys
     if not keys.clients:
         raise HTTPException(503, f"the gateway has no API keys to check against: {keys.error}")
-    key = presented_key(request)
     if key is None:
         raise HTTPException(
             401,
@@ -115,7 +141,7 @@ async def authenticate(request: Request) -> str:
     client = keys.client(key)
     if client is None:
         raise HTTPException(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
-    retry_after = request.app.state.limiter.retry_after(client)
+    retry_after = state.limiter.retry_after(client)
     if retry_after:
         raise HTTPException(
             429,
@@ -124,6 +150,11 @@ async def authenticate(request: Request) -> str:
             {"Retry-After": str(retry_after)},
         )
     return client
+
+
+async def authenticate(request: Request) -> str:
+    """The client behind the request's API key (see `identify`)."""
+    return identify(request.app.state, presented_key(request.headers))
 
 
 def services(request: Request) -> list[str]:
@@ -149,22 +180,24 @@ async def service_readiness(request: Request) -> dict[str, str]:
 
 
 async def ready(request: Request) -> tuple[bool, str]:
+    return await gateway_ready(request.app.state)
+
+
+async def gateway_ready(state: Any) -> tuple[bool, str]:
     """Ready when the gateway itself can work: API keys loaded, its sidecar up, and each service's model index read
     once, or tried (so the first requests find the owner of their model). A model service that is down makes only its
     own models answer 503: it must not take the gateway, and the models of every other service, out of the load
     balancer."""
     problems = []
-    if request.app.state.keys.error:
-        problems.append(request.app.state.keys.error)
+    if state.keys.error:
+        problems.append(state.keys.error)
     try:
-        outbound = await request.app.state.sidecar.http.get(
-            "/v1.0/healthz/outbound", timeout=settings.readiness_timeout_seconds
-        )
+        outbound = await state.sidecar.http.get("/v1.0/healthz/outbound", timeout=settings.readiness_timeout_seconds)
         if outbound.status_code != 204:
             problems.append(f"its sidecar answered {outbound.status_code} to /v1.0/healthz/outbound")
     except httpx.TransportError as error:
         problems.append(f"its sidecar is not reachable ({type(error).__name__})")
-    unread = [service for service, error in request.app.state.directory.errors.items() if error == "index not read yet"]
+    unread = [service for service, error in state.directory.errors.items() if error == "index not read yet"]
     if unread:
         problems.append(f"model indexes not read yet: {', '.join(unread)}")
     return not problems, "not ready: " + "; ".join(problems)
@@ -173,9 +206,12 @@ async def ready(request: Request) -> tuple[bool, str]:
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["Gateway"])
 
 
+SERVER_METADATA = {"name": "tandem-gateway", "version": package_version("tandem"), "extensions": []}
+
+
 @router.get("/v2")
 async def server_metadata() -> dict[str, Any]:
-    return {"name": "tandem-gateway", "version": package_version("tandem"), "extensions": []}
+    return SERVER_METADATA
 
 
 @router.get("/v2/models")
@@ -262,10 +298,10 @@ async def status(request: Request) -> dict[str, Any]:
     breakers = request.app.state.breakers
     readiness = await service_readiness(request)
     directory: ModelDirectory = request.app.state.directory
-    gateway_ready, why = await ready(request)
+    is_ready, why = await ready(request)
     return {
-        "ready": gateway_ready,
-        "problem": "" if gateway_ready else why,
+        "ready": is_ready,
+        "problem": "" if is_ready else why,
         "api_keys": request.app.state.keys.error or f"{len(request.app.state.keys.clients)} loaded",
         "services": {
             service: {

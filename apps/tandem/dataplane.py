@@ -5,13 +5,14 @@ of it, refused requests and unknown models included.
 """
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .card import ModelCard
 from .metrics import inference_seconds, inferences
-from .protocol import InferenceError, binary_outputs, decode_request, encode_response
+from .protocol import InferenceError, InferenceRequest, binary_outputs, decode_request, encode_response
 from .repository import Model, ModelRepository
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -55,36 +56,40 @@ class DataPlane:
         self, name: str, version: str | None, body: bytes, header_length: str | None = None
     ) -> tuple[bytes, dict[str, str]]:
         """Runs one OIP request; returns the response body and its headers (JSON or binary)."""
-        model = self._model(name, version)
-        started = time.perf_counter()
-        try:
-            request, inputs = decode_request(body, header_length)
-            wanted = [output.name for output in request.outputs] if request.outputs else None
-            results = await model.predict(inputs, wanted)
-        except InferenceError as error:
-            inferences(model.name, model.version, _outcome(error)).inc()
-            raise
-        encoded = encode_response(
-            model.name, model.version, request.id, results, binary_outputs(request, list(results))
-        )
-        inferences(model.name, model.version, "ok").inc()
-        inference_seconds(model.name, model.version).observe(time.perf_counter() - started)
-        return encoded
+        decoded: list[InferenceRequest] = []
 
-    async def predict(
-        self, name: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None, version: str | None = None
+        def decode() -> tuple[dict[str, np.ndarray], list[str] | None]:
+            request, inputs = decode_request(body, header_length)
+            decoded.append(request)
+            return inputs, [output.name for output in request.outputs] if request.outputs else None
+
+        model, results = await self.run(name, version, decode)
+        request = decoded[0]
+        return encode_response(model.name, model.version, request.id, results, binary_outputs(request, list(results)))
+
+    async def run(
+        self, name: str, version: str | None, decode: Callable[[], tuple[dict[str, np.ndarray], list[str] | None]]
     ) -> tuple[Model, dict[str, np.ndarray]]:
-        """The model version that ran and its outputs, for arrays already decoded: what the routes for people call."""
+        """Finds the model, then `decode()`s the request into its inputs and the outputs wanted (None: all) and runs
+        it, counting the outcome: what every transport (REST, gRPC) does between reading a request and writing the
+        answer."""
         model = self._model(name, version)
         started = time.perf_counter()
         try:
-            results = await model.predict(inputs, outputs)
+            inputs, wanted = decode()
+            results = await model.predict(inputs, wanted)
         except InferenceError as error:
             inferences(model.name, model.version, _outcome(error)).inc()
             raise
         inferences(model.name, model.version, "ok").inc()
         inference_seconds(model.name, model.version).observe(time.perf_counter() - started)
         return model, results
+
+    async def predict(
+        self, name: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None, version: str | None = None
+    ) -> tuple[Model, dict[str, np.ndarray]]:
+        """The model version that ran and its outputs, for arrays already decoded: what the routes for people call."""
+        return await self.run(name, version, lambda: (inputs, outputs))
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         return [entry for entry in self.repository.index() if not ready_only or entry["state"] == "READY"]

@@ -152,7 +152,8 @@ def _request_error(error: ValidationError) -> InferenceError:
     return InferenceError(f"invalid inference request at '{where}': {first['msg']}", 422)
 
 
-def _dtype(tensor: RequestInput) -> np.dtype:
+def tensor_dtype(tensor: RequestInput) -> np.dtype:
+    """The numpy dtype of a tensor's OIP datatype, refusing unknown datatypes and negative dimensions."""
     dtype = DATATYPES.get(tensor.datatype)
     if dtype is None:
         raise InferenceError(f"input '{tensor.name}': unknown datatype '{tensor.datatype}'; one of {sorted(DATATYPES)}")
@@ -163,7 +164,7 @@ def _dtype(tensor: RequestInput) -> np.dtype:
 
 def decode_input(tensor: RequestInput) -> np.ndarray:
     """Turns one JSON tensor into a numpy array of its shape; `data` may be flat or nested."""
-    dtype = _dtype(tensor)
+    dtype = tensor_dtype(tensor)
     if tensor.data is None:
         raise InferenceError(f"input '{tensor.name}' has neither data nor binary_data_size")
     where = f"input '{tensor.name}'"
@@ -204,7 +205,7 @@ def _cast(raw: np.ndarray, dtype: np.dtype, datatype: str, where: str) -> np.nda
 
 def decode_binary(tensor: RequestInput, data: bytes) -> np.ndarray:
     """Turns one tensor of Triton's binary format into a numpy array of its shape."""
-    dtype = _dtype(tensor)
+    dtype = tensor_dtype(tensor)
     count = math.prod(tensor.shape)
     where = f"input '{tensor.name}'"
     if dtype.kind == "O":
@@ -261,7 +262,7 @@ def encode_response(
         datatype = datatype_of(array)
         output: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
         if name in binary:
-            raw = _binary(array, datatype)
+            raw = tensor_bytes(array, datatype)
             output["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
         else:
@@ -292,7 +293,8 @@ def _json_data(array: np.ndarray) -> list[Any]:
     return array.ravel().tolist()
 
 
-def _binary(array: np.ndarray, datatype: str) -> bytes:
+def tensor_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """A tensor's elements as binary data: little-endian, row-major; a BYTES element as its 4-byte length and bytes."""
     if datatype != "BYTES":
         return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     parts = []
@@ -322,7 +324,7 @@ def encode_request(
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
         if binary and not (datatype == "BYTES" and any(isinstance(item, str) for item in array.flat)):
-            raw = _binary(array, datatype)
+            raw = tensor_bytes(array, datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
         else:

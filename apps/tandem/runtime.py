@@ -9,9 +9,12 @@ needs more than one graph or code around it (OCR, face detection) names its own 
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 from .card import ModelCard, TensorCard
 from .protocol import DATATYPES, InferenceError
@@ -78,8 +81,12 @@ class Model:
         """Frees what the model holds besides memory (a connection, say) when it is unloaded."""
 
 
-def onnx_session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
+def onnx_session(path: Path, intra_op_threads: int) -> "ort.InferenceSession":
     """An onnxruntime session with explicit threads: one model must not take every core."""
+    # Imported here, not with the module: the apps that serve no model (sensors, features, alerts) import the kit
+    # too, and onnxruntime is most of its import time (0.8 s of CPU each under qemu-aarch64 on an edge device).
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
@@ -92,7 +99,7 @@ def sample(spec: TensorSpec) -> np.ndarray:
     return np.zeros([1 if dim == -1 else dim for dim in spec.shape], DATATYPES[spec.datatype])
 
 
-def _onnx_spec(node: ort.NodeArg) -> TensorSpec:
+def _onnx_spec(node: "ort.NodeArg") -> TensorSpec:
     """A graph input or output as a TensorSpec; symbolic and unknown dimensions are -1."""
     datatype = node.type.removeprefix("tensor(").removesuffix(")")
     names = {"float": "FP32", "double": "FP64", "float16": "FP16", "bool": "BOOL", "string": "BYTES"}
@@ -100,7 +107,7 @@ def _onnx_spec(node: ort.NodeArg) -> TensorSpec:
     return TensorSpec(node.name, datatype, [dim if isinstance(dim, int) else -1 for dim in node.shape])
 
 
-def graph_specs(session: ort.InferenceSession) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def graph_specs(session: "ort.InferenceSession") -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The graph's own inputs and outputs, as a card would state them."""
     return [_onnx_spec(node) for node in session.get_inputs()], [_onnx_spec(node) for node in session.get_outputs()]
 

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import grpc_server as grpc_transport
 from .auth import AppTokenMiddleware
 from .dataplane import DataPlane
 from .fastpath import InferRoute
@@ -103,7 +104,9 @@ def make_app(
     every_model: bool = False,
 ) -> FastAPI:
     """A model server `name`: the base app plus OIP routes for the models of `settings.model_repository` whose card
-    names the service `name` (every model of it with `every_model`), narrowed to `settings.models` if given."""
+    names the service `name` (every model of it with `every_model`), narrowed to `settings.models` if given; and the
+    same over gRPC on `settings.grpc_port` unless it is 0."""
+    dapr = dapr or DaprSettings()
 
     @asynccontextmanager
     async def load_models(app: FastAPI) -> AsyncIterator[None]:
@@ -117,12 +120,26 @@ def make_app(
             settings.models,
         )
         await repository.load_all()
-        app.state.dataplane = DataPlane(repository, name, package_version("tandem"))
-        registering = asyncio.create_task(keep_registered(app.state.sidecar, settings))
+        app.state.dataplane = dataplane = DataPlane(repository, name, package_version("tandem"))
+        sidecar = app.state.sidecar
+        # The Open Inference Protocol over gRPC on a port of its own, on this event loop, over the same data plane.
+        grpc_server = None
+        if settings.grpc_port:
+            grpc_server = await grpc_transport.start(
+                dataplane,
+                lambda model, change: announce(sidecar, settings, name, model, change),
+                settings.host,
+                settings.grpc_port,
+                dapr.app_api_token,
+                settings.max_body_bytes,
+            )
+        registering = asyncio.create_task(keep_registered(sidecar, settings))
         yield
         registering.cancel()
         with suppress(asyncio.CancelledError):
             await registering
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
 
     async def can_serve(request: Request) -> tuple[bool, str]:
         return request.app.state.dataplane.repository.ready()
@@ -131,6 +148,21 @@ def make_app(
     return make_base_app(
         name, settings, dapr, routers, lifespan=load_models, ready=can_serve, asgi_routes=(InferRoute,)
     )
+
+
+async def announce(sidecar: Sidecar, settings: ServiceSettings, service: str, model: str, change: str) -> None:
+    """Publishes that `model` was loaded or unloaded (the gateway listens). Best effort: the change is done whether or
+    not anyone hears of it (the gateway also refreshes on its own)."""
+    if not settings.model_changes_topic:
+        return
+    try:
+        await sidecar.publish(
+            settings.model_changes_pubsub,
+            settings.model_changes_topic,
+            {"service": service, "model": model, "change": change},
+        )
+    except (SidecarError, httpx.TransportError) as error:
+        log.warning("could not announce that model %s was %s: %s", model, change, error)
 
 
 async def keep_registered(sidecar: Sidecar, settings: ServiceSettings) -> None:
@@ -274,29 +306,16 @@ def _oip_router(service: str, settings: ServiceSettings) -> APIRouter:
     async def repository_index(request: Request) -> list[dict[str, Any]]:
         return dataplane(request).index(index_ready_only(await request.body()))
 
-    async def announce(request: Request, model: str, change: str) -> None:
-        # Best effort: the change is done whether or not anyone hears of it (the gateway also refreshes on its own).
-        if not settings.model_changes_topic:
-            return
-        try:
-            await request.app.state.sidecar.publish(
-                settings.model_changes_pubsub,
-                settings.model_changes_topic,
-                {"service": service, "model": model, "change": change},
-            )
-        except (SidecarError, httpx.TransportError) as error:
-            log.warning("could not announce that model %s was %s: %s", model, change, error)
-
     @router.post("/v2/repository/models/{model}/load", response_class=Response)
     async def load_model(request: Request, model: str) -> Response:
         await dataplane(request).load(model)
-        await announce(request, model, "loaded")
+        await announce(request.app.state.sidecar, settings, service, model, "loaded")
         return Response(status_code=200)
 
     @router.post("/v2/repository/models/{model}/unload", response_class=Response)
     async def unload_model(request: Request, model: str) -> Response:
         await dataplane(request).unload(model)
-        await announce(request, model, "unloaded")
+        await announce(request.app.state.sidecar, settings, service, model, "unloaded")
         return Response(status_code=200)
 
     return router

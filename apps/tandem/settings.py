@@ -31,6 +31,8 @@ class DaprSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     dapr_http_port: int = 3500
+    # The sidecar's gRPC API, which also proxies gRPC calls to other apps (`dapr-app-id` metadata).
+    dapr_grpc_port: int = 50001
     # Overrides the port when the sidecar is elsewhere (DAPR_HTTP_ENDPOINT, as in the SDK).
     dapr_http_endpoint: str = ""
     # Sent to the sidecar on every call; the sidecar refuses calls without it when it is set.
@@ -59,6 +61,8 @@ class AppSettings(BaseSettings):
 class ServiceSettings(AppSettings):
     """Knobs of a model service. Subclasses set `env_prefix`, e.g. REGRESSION_."""
 
+    # The Open Inference Protocol over gRPC listens here (on `host`), beside REST on `port`; 0: no gRPC server.
+    grpc_port: int = 0
     # Folder holding <name>/<version>/model.yaml (see models/build.py); the cards say which service serves what.
     model_repository: Path = Path("models")
     # Only these of the service's models, comma separated; empty: all of them.

@@ -13,10 +13,12 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,9 +69,11 @@ class Process:
     # Under qemu every process starts several times slower.
     start_timeout: float = 60.0
     popen: subprocess.Popen | None = None
+    started_at: float = 0.0
 
     def start(self) -> None:
         assert self.popen is None or self.popen.poll() is not None, f"{self.name} is running"
+        self.started_at = time.monotonic()
         with self.log_file.open("ab") as log:
             self.popen = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT, start_new_session=True
@@ -85,14 +89,16 @@ class Process:
             return False
 
     def wait_healthy(self) -> None:
-        timeout = self.start_timeout
-        deadline = time.monotonic() + timeout
         while not self.healthy():
-            if not self.running():
-                raise RuntimeError(f"{self.name} exited with {self.popen and self.popen.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} not healthy after {timeout:g} s:\n{self.log()}")
+            self.check_starting()
             time.sleep(0.05)
+
+    def check_starting(self) -> None:
+        """Raises if the process exited, or is still not healthy `start_timeout` after it was started."""
+        if not self.running():
+            raise RuntimeError(f"{self.name} exited with {self.popen and self.popen.returncode}:\n{self.log()}")
+        if time.monotonic() > self.started_at + self.start_timeout:
+            raise TimeoutError(f"{self.name} not healthy after {self.start_timeout:g} s:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         if not self.running():
@@ -123,6 +129,9 @@ class EdgeStack:
     app_api_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     processes: dict[str, Process] = field(default_factory=dict)
     mounts: list[Path] = field(default_factory=list)
+    # Of the last start_all: per process, the seconds until it was healthy, and the CPU seconds it had used then.
+    healthy_after: dict[str, float] = field(default_factory=dict)
+    cpu_until_healthy: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data = self.data.resolve()
@@ -154,6 +163,12 @@ class EdgeStack:
         (self.data / "mosquitto.conf").write_text(conf)
         # Mosquitto started as root drops to its own user: that user owns its data.
         self._run(["chown", "-R", "mosquitto", str(self.data / "mosquitto")])
+        # The SQLite files the sidecars share are in WAL mode before any sidecar opens them: sidecars that start
+        # together each switch a new file to WAL, and one of them may get SQLITE_BUSY without waiting (busyTimeout
+        # does not apply to that lock) and exit; seen under qemu.
+        for shared in ("state.sqlite", "names.sqlite"):
+            with closing(sqlite3.connect(self.data / shared)) as database:
+                database.execute("PRAGMA journal_mode=WAL")
         config = (EDGE / "config.yaml").read_text().replace("NAMES", str(self.data / "names.sqlite"))
         (self.data / "config.yaml").write_text(config)
         self.resources = self.data / "components"
@@ -220,12 +235,27 @@ class EdgeStack:
         exits), then the rest at once, each retrying what it needs from the others; returns the seconds until
         every one is healthy."""
         started = time.monotonic()
+        self.healthy_after.clear()
+        self.cpu_until_healthy.clear()
         for group in (("redis", "mosquitto"), [name for name in self.processes if name not in ("redis", "mosquitto")]):
             for name in group:
                 if not self.processes[name].running():
                     self.processes[name].start()
-            for name in group:
-                self.processes[name].wait_healthy()
+            pending = list(group)
+            while pending:
+                for name in list(pending):
+                    process, app = self.processes[name], name.removeprefix("daprd-")
+                    # A service's sidecar is healthy only once its app listens: not polled before (under qemu
+                    # every poll daprd answers costs emulated CPU that the processes starting need).
+                    if name != app and app in SERVICES and app in pending:
+                        process.check_starting()
+                    elif process.healthy():
+                        self.healthy_after[name] = time.monotonic() - started
+                        self.cpu_until_healthy[name] = _group_cpu_seconds(process.popen.pid)
+                        pending.remove(name)
+                    else:
+                        process.check_starting()
+                time.sleep(0.05)
         return time.monotonic() - started
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
@@ -319,8 +349,13 @@ def _set_metadata(component: dict, name: str, value: str) -> None:
     component["spec"]["metadata"] = [*items, {"name": name, "value": value}]
 
 
+# One client for every health check: httpx.get makes a client per call, about 30 ms of CPU (its TLS context), and
+# polling a dozen processes that way took most of a core from the processes starting.
+_HEALTH = httpx.Client(timeout=2)
+
+
 def _get(url: str, status: int) -> Callable[[], bool]:
-    return lambda: httpx.get(url, timeout=2).status_code == status
+    return lambda: _HEALTH.get(url).status_code == status
 
 
 def _open(port: int) -> bool:
@@ -338,16 +373,26 @@ def _mounted(path: Path) -> bool:
     return any(line.split()[1] == str(path) for line in Path("/proc/mounts").read_text().splitlines())
 
 
-def _group_rss(pgid: int) -> int:
-    total = 0
+def _group_stats(pgid: int) -> list[list[str]]:
+    """/proc/<pid>/stat of every process of the group, the fields after the command (state, ppid, pgrp, ...)."""
+    stats = []
     for status in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = status.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
-            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss, in pages
-    return total
+        if int(fields[2]) == pgid:
+            stats.append(fields)
+    return stats
+
+
+def _group_rss(pgid: int) -> int:
+    return sum(int(fields[21]) for fields in _group_stats(pgid)) * os.sysconf("SC_PAGE_SIZE")  # rss, in pages
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in _group_stats(pgid))  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

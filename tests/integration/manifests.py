@@ -64,6 +64,10 @@ def app_environment(
             env[name] = str(repository)
     # Set in the pod by the injector.
     env["DAPR_HTTP_PORT"] = str(sidecar_port)
+    # The gRPC servers' fixed ports could be taken on this host: free ones, as for the app port.
+    for name in env:
+        if name.endswith("_GRPC_PORT"):
+            env[name] = str(free_port())
     return env
 
 

@@ -15,7 +15,10 @@ class Listener:
 
     @property
     def loopback(self) -> bool:
-        return ipaddress.ip_address(self.address).is_loopback
+        # gRPC's servers listen on an IPv6 socket for an IPv4 address: 127.0.0.1 shows as ::ffff:127.0.0.1.
+        address = ipaddress.ip_address(self.address)
+        mapped = getattr(address, "ipv4_mapped", None)
+        return (mapped or address).is_loopback
 
 
 def session(sid: int) -> dict[int, str]:

@@ -121,6 +121,7 @@ class Sidecar:
     process: Process
     internal_grpc_port: int = 0  # sidecar to sidecar (service invocation): mTLS when on, never a token
     metrics_port: int = 0
+    grpc_port: int = 0  # the Dapr gRPC API (and gRPC proxying with `dapr-app-id` metadata)
 
     @property
     def url(self) -> str:
@@ -152,6 +153,13 @@ class Stack:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     # Model services started by `start_service`: name -> app id (what the gateway routes to).
     services: dict[str, str] = field(default_factory=dict)
+    # Services started with gRPC: name -> the app's gRPC port, and the sidecar whose app channel is gRPC.
+    grpc_ports: dict[str, int] = field(default_factory=dict)
+    grpc_sidecars: dict[str, "Sidecar"] = field(default_factory=dict)
+    # The sidecar `start_service` started beside each service.
+    sidecars: dict[str, "Sidecar"] = field(default_factory=dict)
+    # The gateway's gRPC port, once `start_gateway` started it.
+    gateway_grpc_port: int = 0
     # The Configuration of the sidecars started from now on (`trace_to` makes one that exports spans).
     config: Path = ROOT / "dapr" / "config.yaml"
 
@@ -278,15 +286,18 @@ class Stack:
         grpc_port: int | None = None,
         placement: str = "",
         scheduler: str = "",
+        app_protocol: str = "http",
     ) -> Sidecar:
         """daprd for `app_id`, every server of it on loopback (as in `make run`); with `sentry`, mTLS on;
-        `placement` and `scheduler` (addresses) for actors, workflows and jobs."""
+        `placement` and `scheduler` (addresses) for actors, workflows and jobs; `app_protocol` grpc for a gRPC app
+        (its health is then Dapr's gRPC health check, not `health_path`)."""
         http_port, internal_grpc_port, metrics_port = http_port or free_port(), free_port(), free_port()
+        grpc_port = grpc_port or free_port()
         command = [
             str(DAPRD),
             "--app-id", app_id,
             "--dapr-http-port", str(http_port),
-            "--dapr-grpc-port", str(grpc_port or free_port()),
+            "--dapr-grpc-port", str(grpc_port),
             "--dapr-internal-grpc-port", str(internal_grpc_port),
             "--metrics-port", str(metrics_port),
             "--dapr-listen-addresses", "127.0.0.1",
@@ -309,6 +320,8 @@ class Stack:
             command += [
                 "--app-port",
                 str(app_port),
+                "--app-protocol",
+                app_protocol,
                 "--enable-app-health-check",
                 "--app-health-check-path",
                 health_path,
@@ -318,7 +331,7 @@ class Stack:
             command,
             env=environment(APP_API_TOKEN=self.app_api_token, DAPR_API_TOKEN=self.dapr_api_token, **env),
         )
-        sidecar = Sidecar(app_id, http_port, process, internal_grpc_port, metrics_port)
+        sidecar = Sidecar(app_id, http_port, process, internal_grpc_port, metrics_port, grpc_port)
         wait_until(
             lambda: httpx.get(f"{sidecar.url}/v1.0/healthz").status_code == 204,
             f"daprd {app_id} healthy",
@@ -345,19 +358,30 @@ class Stack:
         wait_until(lambda: (credentials / "ca.crt").exists() and _accepts(port), "Sentry serving", process=process)
         return Sentry(f"127.0.0.1:{port}", credentials, process)
 
-    def start_service(self, service: str, models: Path, **env: str) -> tuple[Sidecar, int]:
+    def start_service(self, service: str, models: Path, grpc: bool = False, **env: str) -> tuple[Sidecar, int]:
         """A Tandem service (`python -m <service>`) and its sidecar (app id `app_id(service)`); returns the sidecar and
-        the app's port."""
-        app_port, sidecar_port = free_port(), free_port()
+        the app's port. With `grpc`, the service also serves gRPC beside a second sidecar whose app channel is gRPC
+        (app id `app_id(service)-grpc`, in `grpc_sidecars`), as in `make run`."""
+        app_port, sidecar_port, grpc_port = free_port(), free_port(), free_port()
         env = {
             f"{service.upper()}_MODEL_REPOSITORY": str(models),
             f"{service.upper()}_GATEWAY_APP": self.app_id("gateway"),
             "DAPR_HTTP_PORT": str(sidecar_port),
+            **({f"{service.upper()}_GRPC_PORT": str(grpc_port)} if grpc else {}),
             **env,
         }
         self.start_app(service, [sys.executable, "-m", service], app_port, **env)
         self.services[service] = self.app_id(service)
-        return self.start_sidecar(self.app_id(service), self.components({}), app_port, sidecar_port), app_port
+        sidecar = self.sidecars[service] = self.start_sidecar(
+            self.app_id(service), self.components({}), app_port, sidecar_port
+        )
+        if grpc:
+            grpc_id = f"{self.app_id(service)}-grpc"
+            self.grpc_ports[service] = grpc_port
+            self.grpc_sidecars[service] = self.start_sidecar(
+                grpc_id, self.components({}), grpc_port, app_protocol="grpc"
+            )
+        return sidecar, app_port
 
     def start_app_beside_sidecar(
         self, module: str, resources: Path, app_id: str | None = None, **env: str
@@ -372,14 +396,25 @@ class Stack:
         """The gateway beside its sidecar, its clients' `keys` (client -> key) in this stack's secret store; returns
         the app, its sidecar and the app's port once it is ready. It routes to the services `start_service` started."""
         self.secrets_file.write_text(json.dumps({"gateway-api-keys": keys}))
-        app_port, sidecar_port = free_port(), free_port()
+        app_port, sidecar_port, sidecar_grpc_port = free_port(), free_port(), free_port()
+        self.gateway_grpc_port = free_port()
         command = [sys.executable, "-m", "gateway"]
-        env = {"GATEWAY_SERVICES": ",".join(self.services.values()), **env}
+        env = {
+            "GATEWAY_SERVICES": ",".join(self.services.values()),
+            "GATEWAY_GRPC_PORT": str(self.gateway_grpc_port),
+            "DAPR_GRPC_PORT": str(sidecar_grpc_port),
+            **env,
+        }
         process = self.start_app("gateway", command, app_port, DAPR_HTTP_PORT=str(sidecar_port), **env)
         # As in dapr.yaml: its sidecar watches liveness (the gateway's readiness includes its sidecar being up).
         resources = self.components({})
         sidecar = self.start_sidecar(
-            self.app_id("gateway"), resources, app_port, sidecar_port, health_path="/v2/health/live"
+            self.app_id("gateway"),
+            resources,
+            app_port,
+            sidecar_port,
+            health_path="/v2/health/live",
+            grpc_port=sidecar_grpc_port,
         )
         wait_until(
             lambda: httpx.get(f"http://127.0.0.1:{app_port}/v2/health/ready").status_code == 200,

@@ -45,3 +45,20 @@ def test_harness_writes_every_case_with_every_field(tmp_path: Path):
     assert "## Summary" in table and "Kit overhead" in table and "Dapr's cost" in table
     for server, _ in SERVED:
         assert f"| {server} |" in table
+
+
+def test_the_grpc_harness_writes_every_path(tmp_path: Path):
+    """bench.serving_grpc on a tiny setting: raw onnxruntime, REST JSON and the three gRPC paths, each answered
+    (its answer checked against onnxruntime's first) without errors."""
+    subprocess.run([str(ROOT / "bench" / "setup.sh"), "hey"], check=True, timeout=600)
+    command = [sys.executable, "-m", "bench.serving_grpc", "--models", "diabetes", "--rounds", "1"]
+    command += ["--concurrency", "1", "--seconds", "0.5", "--warmup", "0.2", "--out", str(tmp_path), "--no-plot"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "serving-grpc.json").read_text())
+    paths = {case["path"]: case for case in report["cases"]}
+    assert set(paths) == {"onnxruntime", "rest-json-direct", "grpc-direct", "grpc-sidecar", "grpc-gateway"}
+    for path, case in paths.items():
+        assert case["requests"] > 0 and case["errors"] == 0, (path, case)
+    table = (tmp_path / "serving-grpc.md").read_text()
+    assert "grpc-gateway at its best" in table

@@ -17,11 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 
+import grpc
 import httpx
+import numpy as np
 import pytest
 import yaml
 
 from gateway.newkey import ensure_key
+from tandem.grpc_protocol import SERVICE, message
 
 from .processes import listeners, session
 from .stack import ROOT, environment, wait_until
@@ -125,7 +128,7 @@ def ctrl_c_stops_everything(terminal: Terminal) -> None:
 
 def test_make_run_serves_on_loopback_with_mtls_and_access_control_and_stops_on_ctrl_c(tokens, model_repository):
     """Through the sidecars and the gateway as the README shows; then what an attacker on another network or with
-    another app id would try: every listening socket of the stack is on loopback, none answers from a network
+    another app id would try (after a call over gRPC through the gateway): every listening socket of the stack is on loopback, none answers from a network
     namespace of its own (while a socket on every interface does), nlp's sidecar may not call regression (403) while
     the gateway's and features' may, regression's may register with the gateway and call nothing else of it, and
     regression's internal gRPC port refuses a caller without a certificate."""
@@ -154,6 +157,19 @@ def test_make_run_serves_on_loopback_with_mtls_and_access_control_and_stops_on_c
             headers={"Authorization": f"Bearer {api_key}"},
         )
         assert through_gateway.json() == response.json()
+        # The same over gRPC: the gateway's port, its sidecar, regression-grpc's sidecar, the app's gRPC port.
+        request = message("ModelInferRequest")(model_name="diabetes")
+        request.inputs.add(name="input", datatype="FP32", shape=[1, 10])
+        request.raw_input_contents.append(np.array([ROW], dtype="<f4").tobytes())
+        with grpc.insecure_channel(f"127.0.0.1:{GATEWAY['env']['GATEWAY_GRPC_PORT']}") as channel:
+            infer = channel.unary_unary(
+                f"/{SERVICE}/ModelInfer",
+                request_serializer=lambda value: value.SerializeToString(),
+                response_deserializer=message("ModelInferResponse").FromString,
+            )
+            answer = infer(request, metadata=[("authorization", f"Bearer {api_key}")], timeout=30)
+        over_grpc = np.frombuffer(answer.raw_output_contents[0], dtype="<f4")
+        np.testing.assert_allclose(over_grpc, response.json()["outputs"][0]["data"], rtol=1e-6)
 
         for caller, allowed in ((GATEWAY, True), (FEATURES, True), (NLP, False)):
             # make run's app ids are fixed: mDNS may also offer another stack's "regression" on this host, which

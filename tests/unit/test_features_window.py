@@ -59,3 +59,28 @@ def test_the_window_keeps_only_what_it_needs():
         window.add(*reading)
     assert len(window.readings) == fleet.WINDOW + SLACK
     assert window.count == 100
+
+
+def test_readings_out_of_order_give_each_full_window_exactly_one_prediction():
+    """Readings in a scrambled order (as a bulk publish stores them): every reading from the WINDOW-th on is due
+    exactly once, with the window of the WINDOW readings ending at it once all are there; a window saved without
+    the predicted list counts its full windows as done."""
+    readings = machine_readings(45)
+    order = [*range(28), 30, 28, 29, *range(31, 45)]  # the 31st reading comes before the 29th and 30th
+    window = Window()
+    due: list[str] = []
+    for index in order:
+        window.add(*readings[index])
+        window = Window.from_state(window.to_state())
+        now_due = window.due()
+        due += now_due
+        window.predicted += now_due
+    assert sorted(due, key=lambda id_: int(id_.split(":")[1])) == [r[0] for r in readings[fleet.WINDOW - 1 :]]
+    assert len(set(due)) == len(due)
+    history = np.array([[values[c] for c in fleet.CHANNELS] for _, _, values in readings])
+    vector, covered = window.features(readings[40][0])
+    np.testing.assert_array_equal(vector, fleet.rolling_features(history)[40 - fleet.WINDOW + 1])
+
+    old = window.to_state()
+    del old["predicted"]
+    assert Window.from_state(old).due() == []

@@ -2,6 +2,7 @@
 down, and where a client's key is read from."""
 
 import asyncio
+from collections.abc import Mapping
 
 import httpx
 from starlette.requests import Request
@@ -142,15 +143,15 @@ def test_a_model_asked_for_during_an_index_read_waits_for_that_read():
     assert reads == 1  # the request waited for the read under way rather than starting another
 
 
-def request_with(headers: dict[str, str]) -> Request:
+def request_with_headers(headers: dict[str, str]) -> Mapping[str, str]:
     raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-    return Request({"type": "http", "method": "GET", "path": "/", "headers": raw})
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": raw}).headers
 
 
 def test_the_key_comes_from_bearer_or_x_api_key():
-    assert presented_key(request_with({"Authorization": "Bearer abc"})) == "abc"
-    assert presented_key(request_with({"Authorization": "bearer  abc "})) == "abc"
-    assert presented_key(request_with({"X-API-Key": "xyz"})) == "xyz"
-    assert presented_key(request_with({"Authorization": "Basic abc"})) is None
-    assert presented_key(request_with({"Authorization": "Bearer "})) is None
-    assert presented_key(request_with({})) is None
+    assert presented_key(request_with_headers({"Authorization": "Bearer abc"})) == "abc"
+    assert presented_key(request_with_headers({"Authorization": "bearer  abc "})) == "abc"
+    assert presented_key(request_with_headers({"X-API-Key": "xyz"})) == "xyz"
+    assert presented_key(request_with_headers({"Authorization": "Basic abc"})) is None
+    assert presented_key(request_with_headers({"Authorization": "Bearer "})) is None
+    assert presented_key(request_with_headers({})) is None

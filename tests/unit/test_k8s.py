@@ -57,7 +57,8 @@ def test_every_variant_passes(crds: dict, template: dict, dapr: Path) -> None:
 
 def test_every_app_has_a_sidecar_service_and_budget(base: list[dict]) -> None:
     apps = check.dapr_apps(base)
-    assert set(apps) == {"gateway", "vision", "nlp", "regression", "sensors", "features", "alerts", "pipelines"}
+    services = {"gateway", "vision", "nlp", "regression", "sensors", "features", "alerts", "pipelines"}
+    assert set(apps) == services | {"vision-grpc", "nlp-grpc", "regression-grpc"}
     assert set(check.by_kind(base, "PodDisruptionBudget")) >= set(apps)
     assert set(check.by_kind(base, "HorizontalPodAutoscaler")) == {"vision", "nlp", "regression"}
 
@@ -233,3 +234,15 @@ def test_registration_and_routing_get_through_access_control_and_network_policie
         "gateway: no NetworkPolicy lets my-models's sidecar reach it on port 50002",
         "my-models: its Configuration does not let gateway invoke POST v2/models/any/infer",
     ]
+
+
+def test_a_grpc_app_must_probe_and_serve_its_grpc_port(
+    base: list[dict], crds: dict, template: dict, dapr: Path
+) -> None:
+    broken = copy.deepcopy(base)
+    container = find(broken, "Deployment", "nlp-grpc")["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"] = {"httpGet": {"path": "/v2/health/ready", "port": 8002}}
+    next(item for item in container["env"] if item["name"] == "NLP_GRPC_PORT")["value"] = "8202"
+    found = errors(broken, crds, template, dapr)
+    assert "nlp-grpc: readinessProbe must ask the app's own gRPC health on its port" in found
+    assert "nlp-grpc: no <SERVICE>_GRPC_PORT is the app port 8102" in found
