@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import httpx
 from fastapi import APIRouter, Body, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsConfigDict
@@ -59,7 +59,7 @@ READING_TO_PREDICTION_SECONDS = Histogram(
     "Time from the sensors service accepting a reading to its prediction applied by alerts",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
-SUCCESS, RETRY, DROP = ({"status": status} for status in ("SUCCESS", "RETRY", "DROP"))
+SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
 machine_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 router = APIRouter(tags=["Alerts"])
 
@@ -77,46 +77,71 @@ class Prediction(BaseModel):
 
 
 @router.post("/events/predictions", include_in_schema=False)
-async def on_prediction(request: Request, event: dict[str, Any] = Body()) -> dict[str, str]:
-    try:
-        prediction = Prediction.model_validate(event.get("data"))
-        async with machine_locks[prediction.machine]:
-            await apply(request.app.state.sidecar, prediction)
-    except ValidationError as error:
-        log.error("dead-lettering event %s: %s", event.get("id"), error)
-        return DROP
-    except (SidecarError, httpx.TransportError) as error:
-        log.warning("retrying event %s: %s", event.get("id"), error)
-        return RETRY
-    return SUCCESS
+async def on_predictions(request: Request, delivery: dict[str, Any] = Body()) -> Any:
+    """A bulk delivery (components/subscription-predictions.yaml): `{"entries": [{"entryId", "event"}, ...]}`.
+    Each machine's predictions are applied oldest first, in one read and one write of its state: a machine is
+    judged by its newest prediction, and predictions published one after another may be delivered side by side."""
+    entries = delivery.get("entries")
+    if not isinstance(entries, list):
+        return JSONResponse({"error": "expected a bulk delivery: an object with a list of entries"}, 400)
+    statuses: dict[str, str] = {}
+    by_machine: defaultdict[str, list[tuple[str, Prediction]]] = defaultdict(list)
+    for entry in entries:
+        entry_id = str(entry.get("entryId"))
+        event = entry.get("event")
+        try:
+            prediction = Prediction.model_validate(event.get("data") if isinstance(event, dict) else event)
+        except ValidationError as error:
+            log.error("dead-lettering entry %s: %s", entry_id, error)
+            statuses[entry_id] = DROP
+            continue
+        by_machine[prediction.machine].append((entry_id, prediction))
+
+    async def apply_machine(machine: str, predictions: list[tuple[str, Prediction]]) -> dict[str, str]:
+        try:
+            async with machine_locks[machine]:
+                await apply(request.app.state.sidecar, machine, [prediction for _, prediction in predictions])
+            return dict.fromkeys((entry_id for entry_id, _ in predictions), SUCCESS)
+        except (SidecarError, httpx.TransportError) as error:
+            log.warning("retrying %d predictions of %s: %s", len(predictions), machine, error)
+            return dict.fromkeys((entry_id for entry_id, _ in predictions), RETRY)
+
+    for machine_statuses in await asyncio.gather(*(apply_machine(m, p) for m, p in by_machine.items())):
+        statuses |= machine_statuses
+    return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
 
 
-async def apply(sidecar: Sidecar, prediction: Prediction) -> Change | None:
-    """Applies the prediction to its machine; the alert it opens or closes is stored before the machine's state,
-    so a crash in between repeats the same change (same alert id) on redelivery instead of losing it."""
-    Applied = tuple[bool, Change | None, dict[str, Any] | None]  # new to this machine, the change, its alert
+async def apply(sidecar: Sidecar, machine: str, predictions: list[Prediction]) -> list[Change]:
+    """Applies the machine's predictions, oldest first; an alert one opens or closes is stored before the machine's
+    state, so a crash in between repeats the same change (same alert id) on redelivery instead of losing it."""
+    ordered = sorted(predictions, key=lambda prediction: prediction.timestamp)
+    Applied = tuple[list[Prediction], list[Change], list[dict[str, Any]]]  # new to the machine, changes, alerts
 
     async def apply_to(state_doc: Any) -> tuple[Any, Applied]:
         state = MachineState.from_state(state_doc)
-        if prediction.id in state.seen:
-            return KEEP, (False, None, None)
-        summary = prediction.model_dump(mode="json", exclude={"machine"})
-        change = state.apply(prediction.machine, prediction.id, prediction.timestamp.timestamp(), summary, THRESHOLDS)
-        alert = None if change is None else await record_change(sidecar, change, prediction)
-        return state.to_state(), (True, change, alert)
+        new, changes, alerts = [], [], []
+        for prediction in ordered:
+            if prediction.id in state.seen:
+                continue
+            new.append(prediction)
+            summary = prediction.model_dump(mode="json", exclude={"machine"})
+            change = state.apply(machine, prediction.id, prediction.timestamp.timestamp(), summary, THRESHOLDS)
+            if change is not None:
+                changes.append(change)
+                alerts.append(await record_change(sidecar, change, prediction))
+        return (state.to_state() if new else KEEP), (new, changes, alerts)
 
-    key = f"machine-{prediction.machine}"
-    new, change, alert = await sidecar.update_state(
-        settings.state_store, key, apply_to, attempts=settings.etag_attempts
+    new, changes, alerts = await sidecar.update_state(
+        settings.state_store, f"machine-{machine}", apply_to, attempts=settings.etag_attempts
     )
-    if not new:
-        PREDICTIONS.labels("duplicate").inc()
-        return None
-    PREDICTIONS.labels("applied").inc()
-    READING_TO_PREDICTION_SECONDS.observe(time.time() - prediction.received_at)
-    if alert is not None:
+    PREDICTIONS.labels("duplicate").inc(len(ordered) - len(new))
+    PREDICTIONS.labels("applied").inc(len(new))
+    now = time.time()
+    for prediction in new:
+        READING_TO_PREDICTION_SECONDS.observe(now - prediction.received_at)
+    for alert in alerts:
         broadcast(alert)
-    return change
+    return changes
 
 
 async def record_change(sidecar: Sidecar, change: Change, prediction: Prediction) -> dict[str, Any]:
@@ -175,9 +200,9 @@ async def on_dead_letter(request: Request, event: dict[str, Any] = Body()) -> di
         await update_document(request.app.state.sidecar, DEAD_LETTERS_KEY, list, mutate)
     except (SidecarError, httpx.TransportError) as error:
         log.warning("retrying dead letter %s: %s", letter["id"], error)
-        return RETRY
+        return {"status": RETRY}
     log.error("dead letter on %s: %s", letter["topic"], json.dumps(letter["data"])[:500])
-    return SUCCESS
+    return {"status": SUCCESS}
 
 
 @router.get("/alerts")

@@ -1,36 +1,43 @@
 """The features service: turns each reading into a prediction of the machine's remaining useful life and failure.
 
-Subscribed to `readings` (components/subscription-readings.yaml). For each reading, in this order, so that
-nothing is lost and a redelivery changes nothing:
-1. read the machine's window from the state store (with its ETag); a reading id already in it is done: ack;
-2. for each reading whose window is full now and has no prediction yet (the reading itself, or a later one that
-   came first and whose window it completed), compute the window's features and call the regression service's
-   models through the sidecar;
-3. publish the prediction, whose id depends only on machine and reading: a redelivery publishes the same id again,
-   and the alerts service counts it once;
-4. save the window with the ETag read in 1 (another replica wrote first: start again from 1);
-5. only then ack. A reading that can never be processed (not a reading; features the models refuse: 400 or 422)
-   is dropped to the dead-letter topic; anything else that fails is retried by the sidecar with the resiliency
-   policy's backoff.
+Subscribed to `readings` in bulk (components/subscription-readings.yaml): the sidecar hands over up to a hundred
+readings at a time, and the whole delivery costs a handful of sidecar calls however many readings it holds. For a
+delivery, in this order, so that nothing is lost and a redelivery changes nothing:
+1. read the windows of its machines from the state store in one call (with their ETags); a reading id already in
+   its window is done;
+2. for each reading whose window is full now and has no prediction yet (a reading of the delivery, or a later one
+   that came first and whose window it completed), compute the window's features; all of them go to each of the
+   regression service's two models in one OIP infer call, one row per window;
+3. publish the predictions, each machine's in order; a prediction's id depends only on machine and reading, so a
+   redelivery publishes the same ids again, and the alerts service counts each once;
+4. save the windows in one transaction, each with the ETag read in 1 (another replica wrote one first: read again
+   and redo the readings its window does not hold yet);
+5. only then answer SUCCESS for every reading. A reading that can never be processed (not a reading, a channel
+   missing, features the models refuse: 400 or 422) is dropped to the dead-letter topic; when anything else fails
+   the delivery's readings are answered RETRY and the sidecar retries them with the resiliency policy's backoff.
 """
 
 import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import numpy as np
 from fastapi import APIRouter, Body, Request
+from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsConfigDict
 
-from tandem.fleet import FEATURES
+from tandem.fleet import CHANNELS
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
-from tandem.sidecar import KEEP, Sidecar, SidecarError
+from tandem.sidecar import ETagMismatch, Sidecar, SidecarError
 
 from .window import Window
 
@@ -38,6 +45,8 @@ log = logging.getLogger("features")
 
 # Prediction ids are uuid5(this, "<machine>/<reading id>"): the same reading always gives the same id.
 PREDICTIONS = uuid.UUID("5b0f3f6e-8d0c-4c1e-9a53-3f1f5d2a7c11")
+# The maintenance models' input tensor (their cards: FP32 [-1, len(tandem.fleet.FEATURES)]).
+MODEL_INPUT = "input"
 
 
 class FeaturesSettings(AppSettings):
@@ -50,7 +59,7 @@ class FeaturesSettings(AppSettings):
     regression_app: str = "regression"
     rul_model: str = "maintenance-rul"
     failure_model: str = "maintenance-failure"
-    # Writers that lose an ETag race read again and recompute; after this many losses the event is retried later.
+    # Writers that lose an ETag race read again and recompute; after this many losses the delivery is retried later.
     etag_attempts: int = 5
 
 
@@ -74,96 +83,194 @@ class Unprocessable(Exception):
 
 READINGS = Counter(
     "tandem_features_readings",
-    "Readings taken from the readings topic, by outcome: predicted (a window completed), windowing (none), duplicate, "
-    "conflict (another replica saved the window first: read again)",
+    "Readings taken from the readings topic, by outcome: predicted (its own window completed), windowing (not), "
+    "duplicate, conflict (another replica saved the window first: read again)",
     ["outcome"],
 )
-SUCCESS, RETRY, DROP = ({"status": status} for status in ("SUCCESS", "RETRY", "DROP"))
-# One reading per machine at a time in this process; ETags keep replicas from overwriting each other.
+SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
+# One delivery per machine at a time in this process; ETags keep replicas from overwriting each other.
 machine_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
 
+@dataclass
+class Due:
+    """A window that is full and has no prediction yet."""
+
+    machine: str
+    reading: str
+    timestamp: float
+    received_at: float  # when the reading that completed its window was received
+    covered: list[str]
+    features: np.ndarray
+
+
 @router.post("/events/readings", include_in_schema=False)
-async def on_reading(request: Request, event: dict[str, Any] = Body()) -> dict[str, str]:
-    try:
-        reading = Reading.model_validate(event.get("data"))
-        async with machine_locks[reading.machine]:
-            return await process(request.app.state.sidecar, reading)
-    except (ValidationError, Unprocessable) as error:
-        log.error("dead-lettering event %s: %s", event.get("id"), error)
-        return DROP
-    except (SidecarError, httpx.TransportError) as error:
-        log.warning("retrying event %s: %s", event.get("id"), error)
-        return RETRY
-
-
-async def process(sidecar: Sidecar, reading: Reading) -> dict[str, str]:
-    calls = 0
-
-    async def add_reading(state: Any) -> tuple[Any, str]:
-        nonlocal calls
-        calls += 1
-        if calls > 1:  # another replica saved the window first
-            READINGS.labels("conflict").inc()
-        window = Window.from_state(state)
+async def on_readings(request: Request, delivery: dict[str, Any] = Body()) -> Any:
+    """A bulk delivery: `{"entries": [{"entryId", "event": CloudEvent}, ...]}`; every entry gets its status."""
+    entries = delivery.get("entries")
+    if not isinstance(entries, list):
+        return JSONResponse({"error": "expected a bulk delivery: an object with a list of entries"}, 400)
+    statuses: dict[str, str] = {}
+    batch: dict[str, dict[str, Reading]] = defaultdict(dict)  # machine -> entry id -> reading
+    for entry in entries:
+        entry_id = str(entry.get("entryId"))
+        event = entry.get("event")
         try:
-            added = window.add(reading.id, reading.timestamp.timestamp(), reading.values)
-        except KeyError as missing:
-            raise Unprocessable(f"reading {reading.id} has no value for channel {missing}") from None
-        if not added:
-            return KEEP, "duplicate"
-        due = window.due()
-        if not due:
-            return window.to_state(), "windowing"
-        timestamps = {id_: timestamp for timestamp, id_, _ in window.readings}
-        for reading_id in due:
-            computed = window.features(reading_id)
-            assert computed is not None, "a due reading has its full window"
-            prediction = await predict(sidecar, reading, reading_id, timestamps[reading_id], *computed)
+            reading = Reading.model_validate(event.get("data") if isinstance(event, dict) else event)
+        except ValidationError as error:
+            log.error("dead-lettering entry %s: %s", entry_id, error)
+            statuses[entry_id] = DROP
+            continue
+        if missing := [channel for channel in CHANNELS if channel not in reading.values]:
+            log.error("dead-lettering reading %s: no value for channels %s", reading.id, missing)
+            statuses[entry_id] = DROP
+            continue
+        batch[reading.machine][entry_id] = reading
+    async with AsyncExitStack() as locks:
+        for machine in sorted(batch):  # always in the same order: two deliveries never wait for each other
+            await locks.enter_async_context(machine_locks[machine])
+        statuses |= await process_or_split(request.app.state.sidecar, batch)
+    return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
+
+
+async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[str, Reading]]) -> dict[str, str]:
+    """Statuses by entry id. When the models refuse a batch's features, each reading is tried alone, so that only
+    the one they refuse is dropped."""
+    entry_ids = [entry_id for readings in batch.values() for entry_id in readings]
+    try:
+        await process(sidecar, {machine: list(readings.values()) for machine, readings in batch.items()})
+        return dict.fromkeys(entry_ids, SUCCESS)
+    except Unprocessable as error:
+        if len(entry_ids) == 1:
+            log.error("dead-lettering entry %s: %s", entry_ids[0], error)
+            return {entry_ids[0]: DROP}
+    except (SidecarError, httpx.TransportError) as error:
+        log.warning("retrying %d readings: %s", len(entry_ids), error)
+        return dict.fromkeys(entry_ids, RETRY)
+    statuses: dict[str, str] = {}
+    for machine, readings in batch.items():  # in order within a machine: its window advances one reading at a time
+        for entry_id, reading in readings.items():
+            statuses |= await process_or_split(sidecar, {machine: {entry_id: reading}})
+    return statuses
+
+
+async def process(sidecar: Sidecar, batch: dict[str, list[Reading]]) -> None:
+    """Adds the readings (by machine) to their windows, publishes the predictions they make due, saves the windows."""
+    keys = {machine: f"window-{machine}" for machine in batch}
+    for attempt in range(settings.etag_attempts):
+        stored = await sidecar.get_bulk_state(settings.state_store, list(keys.values()))
+        windows: dict[str, tuple[Window, str | None]] = {}
+        due: list[Due] = []
+        outcomes: list[str] = []
+        for machine, readings in batch.items():
+            value, etag = stored[keys[machine]]
+            window = Window.from_state(value)
+            # Oldest first, one at a time, as if they had come one by one in order: a window keeps only
+            # WINDOW + SLACK readings, so adding many at once could push out what an earlier one's window needs.
+            for reading in sorted(readings, key=lambda reading: reading.timestamp):
+                if not window.add(reading.id, reading.timestamp.timestamp(), reading.values):
+                    outcomes.append("duplicate")
+                    continue
+                windows[machine] = (window, etag)
+                made_due = due_predictions(machine, window, reading)
+                outcomes.append("predicted" if any(item.reading == reading.id for item in made_due) else "windowing")
+                due += made_due
+        if attempt:  # another replica saved a window first
+            READINGS.labels("conflict").inc(len(outcomes))
+        if due:
+            due.sort(key=lambda item: item.timestamp)
+            await publish_in_order(sidecar, await predict(sidecar, due))
+        if await save_windows(sidecar, {keys[machine]: item for machine, item in windows.items()}):
+            for outcome in outcomes:
+                READINGS.labels(outcome).inc()
+            return
+    raise ETagMismatch(409, f"{settings.etag_attempts} writers in a row saved first", f"windows of {sorted(batch)}")
+
+
+def due_predictions(machine: str, window: Window, added: Reading) -> list[Due]:
+    """The windows that `added`, just added to `window`, made full (its own, or a later reading's that came first);
+    marked predicted in `window`, which is saved only once their predictions are published."""
+    timestamps = {id_: timestamp for timestamp, id_, _ in window.readings}
+    made_due = []
+    for reading_id in window.due():
+        computed = window.features(reading_id)
+        assert computed is not None, "a due reading has its full window"
+        features, covered = computed
+        made_due.append(Due(machine, reading_id, timestamps[reading_id], added.received_at, covered, features))
+        window.predicted.append(reading_id)
+    return made_due
+
+
+async def save_windows(sidecar: Sidecar, windows: dict[str, tuple[Window, str | None]]) -> bool:
+    """True when every window was saved at the version it was read at; False when another writer saved one first."""
+    existing = {key: (window.to_state(), etag) for key, (window, etag) in windows.items() if etag is not None}
+    try:
+        # A window seen for the first time must not overwrite one that another replica created meanwhile.
+        for key, (window, etag) in windows.items():
+            if etag is None:
+                await sidecar.save_state(settings.state_store, key, window.to_state(), only_if_absent=True)
+        if existing:
+            await sidecar.transact_state(settings.state_store, existing)
+        return True
+    except SidecarError:
+        # A stale ETag (409, or a failed transaction, in which the other windows may have been saved) means read
+        # again: the readings already in their windows are then skipped. If the store itself is down, reading
+        # again fails and the delivery is retried.
+        return False
+
+
+async def publish_in_order(sidecar: Sidecar, predictions: list[dict[str, Any]]) -> None:
+    """Publishes each machine's predictions one after another in the order given (machines side by side): alerts judges a
+    machine by its newest prediction, so one published out of order would be counted but not judged. A bulk publish
+    would store them in any order."""
+    by_machine: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for prediction in predictions:
+        by_machine[prediction["machine"]].append(prediction)
+
+    async def publish(machine_predictions: list[dict[str, Any]]) -> None:
+        for prediction in machine_predictions:
             await sidecar.publish(settings.pubsub, settings.predictions_topic, prediction)
-            window.predicted.append(reading_id)
-        return window.to_state(), "predicted"
 
-    # Spent attempts raise ETagMismatch, a SidecarError: the event is retried later.
-    outcome = await sidecar.update_state(
-        settings.state_store, f"window-{reading.machine}", add_reading, attempts=settings.etag_attempts
+    await asyncio.gather(*(publish(machine_predictions) for machine_predictions in by_machine.values()))
+
+
+async def predict(sidecar: Sidecar, due: list[Due]) -> list[dict[str, Any]]:
+    """The predictions of the due windows: one row per window in one call to each model."""
+    rows = np.stack([item.features for item in due]).astype(np.float32)
+    (rul, rul_model), (failure, failure_model) = await asyncio.gather(
+        infer(sidecar, settings.rul_model, rows), infer(sidecar, settings.failure_model, rows)
     )
-    READINGS.labels(outcome).inc()
-    return SUCCESS
+    return [
+        {
+            "id": str(uuid.uuid5(PREDICTIONS, f"{item.machine}/{item.reading}")),
+            "machine": item.machine,
+            "reading": item.reading,
+            "readings": item.covered,
+            "timestamp": datetime.fromtimestamp(item.timestamp, UTC).isoformat(),
+            "received_at": item.received_at,
+            "rul": float(rul["rul"][row, 0]),
+            "failure_probability": float(failure["probabilities"][row, 1]),
+            "models": {"rul": rul_model, "failure": failure_model},
+        }
+        for row, item in enumerate(due)
+    ]
 
 
-async def predict(
-    sidecar: Sidecar, received: Reading, reading_id: str, timestamp: float, features: Any, covered: list[str]
-) -> dict[str, Any]:
-    """The prediction for reading `reading_id` (stamped `timestamp`) of the machine of `received`, the reading
-    just taken: that one, or a later one whose window it completed (then `received_at` is when the last reading
-    its window needed was received)."""
-    rows = {"rows": [dict(zip(FEATURES, features.tolist(), strict=True))]}
-    rul, failure = await asyncio.gather(
-        invoke_model(sidecar, settings.rul_model, rows), invoke_model(sidecar, settings.failure_model, rows)
-    )
-    return {
-        "id": str(uuid.uuid5(PREDICTIONS, f"{received.machine}/{reading_id}")),
-        "machine": received.machine,
-        "reading": reading_id,
-        "readings": covered,
-        "timestamp": datetime.fromtimestamp(timestamp, UTC).isoformat(),
-        "received_at": received.received_at,
-        "rul": rul["predictions"][0]["rul"],
-        "failure_probability": failure["predictions"][0]["probabilities"][1],
-        "models": {"rul": f"{rul['model']}/{rul['version']}", "failure": f"{failure['model']}/{failure['version']}"},
+async def infer(sidecar: Sidecar, model: str, rows: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    """The model's outputs by name for `rows` (an OIP infer call through the sidecar), and "<model>/<version>"."""
+    body = {
+        "inputs": [{"name": MODEL_INPUT, "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}]
     }
-
-
-async def invoke_model(sidecar: Sidecar, model: str, rows: dict[str, Any]) -> dict[str, Any]:
-    response = await sidecar.invoke(settings.regression_app, f"predict/{model}", json_body=rows)
-    # Only the model's verdict on the data means the reading can never pass; a 401 or 403 (a rotated token, a
+    response = await sidecar.invoke(settings.regression_app, f"v2/models/{model}/infer", json_body=body)
+    # Only the model's verdict on the data means the readings can never pass; a 401 or 403 (a rotated token, a
     # policy), a 404 (the model unloaded for a moment) or a 429 may pass later: retried, not dead-lettered.
     if response.status_code in (400, 422):
         raise Unprocessable(f"{model} refused the features: {response.status_code} {response.text}")
     if response.status_code >= 300:
         raise SidecarError(response.status_code, response.text, f"invoke {settings.regression_app} {model}")
-    return response.json()
+    answer = response.json()
+    outputs = {output["name"]: np.asarray(output["data"]).reshape(output["shape"]) for output in answer["outputs"]}
+    return outputs, f"{answer['model_name']}/{answer['model_version']}"
 
 
 @router.get("/machines/{machine}")

@@ -5,7 +5,7 @@ invocation, pub/sub and state to a round trip on an open socket.
 """
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -127,6 +127,13 @@ class Sidecar:
             return None, None
         return response.json(), response.headers.get("etag")
 
+    async def get_bulk_state(self, store: str, keys: list[str]) -> dict[str, tuple[Any, str | None]]:
+        """(value, etag) of every key in one call; (None, None) for a key that does not exist."""
+        response = await self.http.post(f"/v1.0/state/{store}/bulk", content=json.dumps({"keys": keys}))
+        _raise_for_status(response, f"get {len(keys)} keys of state {store}")
+        found = {item["key"]: (item.get("data"), item.get("etag")) for item in response.json()}
+        return {key: found.get(key, (None, None)) for key in keys}
+
     async def save_state(
         self, store: str, key: str, value: Any, *, etag: str | None = None, only_if_absent: bool = False
     ) -> None:
@@ -139,6 +146,21 @@ class Sidecar:
             item["options"] = {"concurrency": "first-write"}
         response = await self.http.post(f"/v1.0/state/{store}", content=json.dumps([item]))
         _raise_for_status(response, f"save state {store}/{key}")
+
+    async def transact_state(self, store: str, saves: Mapping[str, tuple[Any, str | None]]) -> None:
+        """Saves every key, each to (value, etag): with an etag, only if the key is still at that version.
+        Not all or nothing on every store: on Redis a key whose etag is stale is not written while the others are,
+        and the call fails. Read the keys again to learn which were written."""
+        operations = []
+        for key, (value, etag) in saves.items():
+            request: dict[str, Any] = {"key": key, "value": value}
+            if etag is not None:
+                request |= {"etag": etag, "options": {"concurrency": "first-write"}}
+            operations.append({"operation": "upsert", "request": request})
+        response = await self.http.post(
+            f"/v1.0/state/{store}/transaction", content=json.dumps({"operations": operations})
+        )
+        _raise_for_status(response, f"save {len(saves)} keys of state {store}")
 
     async def update_state(
         self, store: str, key: str, change: Callable[[Any], Awaitable[tuple[Any, T]]], *, attempts: int = 10

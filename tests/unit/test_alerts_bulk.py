@@ -1,0 +1,81 @@
+"""The alerts service's bulk deliveries against a fake sidecar (a state store): a machine's predictions delivered
+in any order within a delivery are applied oldest first, so the alert opens at the first prediction that crosses
+the threshold; a redelivery changes nothing; bad entries are dropped alone (bad inputs tried: an event that is not
+a prediction, one without its probability, a body without entries)."""
+
+import asyncio
+import json
+import random
+from types import SimpleNamespace
+
+import httpx
+
+from alerts import main
+from tandem.sidecar import Sidecar
+
+
+class FakeStore:
+    def __init__(self):
+        self.state: dict[str, tuple[object, int]] = {}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        key = request.url.path.rsplit("/", 1)[1]
+        if request.method == "GET":
+            if key not in self.state:
+                return httpx.Response(204)
+            value, version = self.state[key]
+            return httpx.Response(200, json=value, headers={"etag": str(version)})
+        (item,) = json.loads(request.content)
+        version = self.state.get(item["key"], (None, 0))[1]
+        if "etag" in item and item["etag"] != str(version):
+            return httpx.Response(409, json={"errorCode": "ERR_STATE_SAVE"})
+        self.state[item["key"]] = (item["value"], version + 1)
+        return httpx.Response(204)
+
+    def deliver(self, events: list) -> dict[str, str]:
+        sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(self.handle))
+        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
+        entries = [{"entryId": str(index), "event": {"data": event}} for index, event in enumerate(events)]
+        answer = asyncio.run(main.on_predictions(request, {"entries": entries}))  # type: ignore[arg-type]
+        return {status["entryId"]: status["status"] for status in answer["statuses"]}
+
+
+def prediction(machine: str, cycle: int, probability: float) -> dict:
+    return {
+        "id": f"{machine}/{cycle}",
+        "machine": machine,
+        "reading": f"{machine}:{cycle}",
+        "timestamp": 1_700_000_000 + cycle,
+        "received_at": 0.0,
+        "rul": 10.0,
+        "failure_probability": probability,
+    }
+
+
+def test_a_machines_predictions_in_any_order_open_the_alert_at_the_first_crossing():
+    probabilities = [0.1, 0.2, 0.5, 0.75, 0.9, 0.95, 0.8]  # crosses 0.7 at cycle 3
+    events = [prediction("m", cycle, p) for cycle, p in enumerate(probabilities)] + [prediction("n", 0, 0.1)]
+    store = FakeStore()
+    assert set(store.deliver(random.Random(1).sample(events, len(events))).values()) == {"SUCCESS"}
+    (alert,) = store.state["alerts"][0].values()  # type: ignore[union-attr]
+    assert alert["opened_by"] == "m:3"
+    assert store.state["machine-m"][0]["predictions"] == len(probabilities)  # type: ignore[index]
+    before = dict(store.state)
+    assert set(store.deliver(events).values()) == {"SUCCESS"}
+    assert store.state == before
+
+
+def test_bad_entries_are_dropped_alone():
+    store = FakeStore()
+    no_probability = {key: value for key, value in prediction("m", 1, 0.1).items() if key != "failure_probability"}
+    statuses = store.deliver([prediction("m", 0, 0.1), "not a prediction", no_probability])
+    assert statuses == {"0": "SUCCESS", "1": "DROP", "2": "DROP"}
+    assert store.state["machine-m"][0]["predictions"] == 1  # type: ignore[index]
+
+
+def test_a_body_without_entries_is_refused():
+    store = FakeStore()
+    sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(store.handle))
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
+    answer = asyncio.run(main.on_predictions(request, {"data": prediction("m", 0, 0.1)}))  # type: ignore[arg-type]
+    assert answer.status_code == 400

@@ -1,0 +1,191 @@
+"""The features service's bulk deliveries against a fake sidecar (a state store with Redis's ETag semantics, bulk
+publish, the models' OIP infer): a delivery of many readings gives exactly the predictions of the same readings one
+at a time; bad entries are dropped alone; a window saved by another writer meanwhile is read again and nothing of
+either writer is lost; readings the models refuse are dropped alone, the others of the delivery pass.
+Bad inputs tried: an event that is not a reading, a reading without one channel, a body without entries."""
+
+import asyncio
+import json
+import random
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from features import main
+from tandem import fleet
+from tandem.sidecar import Sidecar
+
+
+class FakeSidecar:
+    """What features asks of its sidecar, in memory. `on_transaction` runs before a transaction is applied."""
+
+    def __init__(self, refuse: float | None = None):
+        self.state: dict[str, tuple[Any, int]] = {}  # key -> (value, version)
+        self.published: list[dict] = []
+        self.infer_calls = 0
+        self.refuse = refuse  # the models answer 400 to a batch with a row whose first feature equals this
+        self.on_transaction = lambda: None
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path, body = request.url.path, json.loads(request.content or b"null")
+        if path.endswith("/bulk") and path.startswith("/v1.0/state/"):
+            return httpx.Response(200, json=[self._item(key) for key in body["keys"]])
+        if path.endswith("/transaction"):
+            self.on_transaction()
+            stale = False
+            for operation in body["operations"]:  # Redis: each key checked and written on its own
+                request_ = operation["request"]
+                if "etag" in request_ and str(self.state[request_["key"]][1]) != request_["etag"]:
+                    stale = True
+                    continue
+                self._write(request_["key"], request_["value"])
+            return httpx.Response(500, json={"errorCode": "ERR_STATE_TRANSACTION"}) if stale else httpx.Response(204)
+        if path.startswith("/v1.0/state/"):
+            (item,) = body
+            if item["key"] in self.state:
+                return httpx.Response(409, json={"errorCode": "ERR_STATE_SAVE"})
+            self._write(item["key"], item["value"])
+            return httpx.Response(204)
+        if path.startswith("/v1.0/publish/"):
+            self.published.append(body)
+            return httpx.Response(204)
+        if "/v2/models/" in path:
+            return self._infer(path.split("/")[-2], body)
+        raise AssertionError(f"unexpected call {request.method} {path}")
+
+    def _item(self, key: str) -> dict:
+        if key not in self.state:
+            return {"key": key}
+        value, version = self.state[key]
+        return {"key": key, "data": value, "etag": str(version)}
+
+    def _write(self, key: str, value: Any) -> None:
+        self.state[key] = (json.loads(json.dumps(value)), self.state.get(key, (None, 0))[1] + 1)
+
+    def _infer(self, model: str, body: dict) -> httpx.Response:
+        self.infer_calls += 1
+        (tensor,) = body["inputs"]
+        rows = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+        if self.refuse is not None and np.isclose(rows[:, 0], self.refuse).any():
+            return httpx.Response(400, json={"error": "refused"})
+        score = rows.sum(axis=1)  # a stand-in model: any function of the row tells rows apart
+        if model == main.settings.rul_model:
+            outputs = [{"name": "rul", "datatype": "FP32", "shape": [len(rows), 1], "data": score.tolist()}]
+        else:
+            p = (np.abs(score) % 1).tolist()
+            data = [value for probability in p for value in (1 - probability, probability)]
+            outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [len(rows), 2], "data": data}]
+        return httpx.Response(200, json={"model_name": model, "model_version": "1", "outputs": outputs})
+
+    def deliver(self, events: list[Any]) -> dict[str, str]:
+        """One bulk delivery of `events` (CloudEvent data); the status of each, by index."""
+        sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(self.handle))
+        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
+        entries = [{"entryId": str(index), "event": {"data": event}} for index, event in enumerate(events)]
+        answer = asyncio.run(main.on_readings(request, {"entries": entries}))  # type: ignore[arg-type]
+        return {status["entryId"]: status["status"] for status in answer["statuses"]}
+
+
+def readings(machine_id: int, count: int) -> list[dict]:
+    machine = fleet.make_machine(0, machine_id)
+    return [
+        {
+            "machine": f"m{machine_id}",
+            "id": f"m{machine_id}:{reading.cycle}",
+            "timestamp": 1_700_000_000 + reading.cycle,
+            "values": reading.values,
+            "received_at": float(reading.cycle),
+        }
+        for reading in fleet.readings(machine)
+    ][:count]
+
+
+def predictions(fake: FakeSidecar) -> dict[str, tuple]:
+    return {p["id"]: (p["reading"], tuple(p["readings"]), p["rul"], p["failure_probability"]) for p in fake.published}
+
+
+def test_a_bulk_delivery_gives_exactly_the_predictions_of_one_reading_at_a_time():
+    events = readings(1, 70) + readings(2, 45)
+    one_by_one = FakeSidecar()
+    for event in events:
+        assert one_by_one.deliver([event]) == {"0": "SUCCESS"}
+    in_bulk = FakeSidecar()
+    for start in range(0, len(events), 25):  # more readings of a machine at once than a window keeps beyond its own
+        chunk = events[start : start + 25]
+        delivery = random.Random(start).sample(chunk, len(chunk))  # a bulk publish is stored in any order
+        assert set(in_bulk.deliver(delivery).values()) == {"SUCCESS"}
+    assert len(one_by_one.published) == (70 - 29) + (45 - 29)  # every reading from the 30th on, once
+    assert predictions(in_bulk) == predictions(one_by_one)
+    assert len(in_bulk.published) == len(one_by_one.published)
+    for machine in ("m1", "m2"):  # alerts judges a machine by its newest prediction: each machine's in order
+        published = [p["timestamp"] for p in in_bulk.published if p["machine"] == machine]
+        assert published == sorted(published)
+    # One call per model per delivery, not per reading (the first delivery only fills a window).
+    assert in_bulk.infer_calls == 2 * 4
+    assert in_bulk.state == {key: (value, in_bulk.state[key][1]) for key, (value, _) in one_by_one.state.items()}
+
+
+def test_a_redelivery_changes_nothing():
+    fake = FakeSidecar()
+    events = readings(1, 40)
+    fake.deliver(events)
+    state, published = dict(fake.state), len(fake.published)
+    assert set(fake.deliver(events[-5:]).values()) == {"SUCCESS"}
+    assert fake.state == state
+    assert len(fake.published) == published
+
+
+def test_bad_entries_are_dropped_alone():
+    fake = FakeSidecar()
+    good = readings(1, 3)
+    no_channel = {**good[2], "id": "m1:x", "values": dict(list(good[2]["values"].items())[1:])}
+    statuses = fake.deliver([good[0], "not a reading", {"machine": "m1"}, no_channel, good[1]])
+    assert statuses == {"0": "SUCCESS", "1": "DROP", "2": "DROP", "3": "DROP", "4": "SUCCESS"}
+    assert fake.state["window-m1"][0]["count"] == 2
+
+
+def test_a_body_without_entries_is_refused():
+    fake = FakeSidecar()
+    sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(fake.handle))
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
+    answer = asyncio.run(main.on_readings(request, {"data": readings(1, 1)[0]}))  # type: ignore[arg-type]
+    assert answer.status_code == 400
+    assert b"entries" in answer.body
+
+
+def test_a_window_saved_by_another_writer_meanwhile_is_read_again_and_both_writers_readings_stay():
+    fake = FakeSidecar()
+    first, second = readings(1, 40), readings(2, 40)
+    fake.deliver(first[:35] + second[:35])
+    other = first[35]
+
+    def another_replica_writes_first() -> None:
+        fake.on_transaction = lambda: None
+        value, version = fake.state["window-m1"]
+        window = main.Window.from_state(value)
+        window.add(other["id"], other["timestamp"], other["values"])
+        fake.state["window-m1"] = (window.to_state(), version + 1)
+
+    fake.on_transaction = another_replica_writes_first
+    assert set(fake.deliver(first[36:] + second[35:]).values()) == {"SUCCESS"}
+    # m2's window was written by the failed transaction, m1's was not: read again, m1's readings are added to what
+    # the other writer saved, m2's are already there.
+    assert fake.state["window-m1"][0]["count"] == 40
+    assert fake.state["window-m2"][0]["count"] == 40
+    assert {p["reading"] for p in fake.published} >= {f"m1:{cycle}" for cycle in range(37, 41)}
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_readings_the_models_refuse_are_dropped_alone(batch: bool):
+    events = readings(1, 31) + readings(2, 30)
+    refused = main.Window()
+    for event in events[:30]:
+        refused.add(event["id"], event["timestamp"], event["values"])
+    fake = FakeSidecar(refuse=float(refused.features("m1:30")[0][0]))  # type: ignore[index]
+    statuses = fake.deliver(events) if batch else {str(i): fake.deliver([e])["0"] for i, e in enumerate(events)}
+    assert statuses["29"] == "DROP"  # m1:30 completes the window the models refuse
+    assert {status for index, status in statuses.items() if index != "29"} == {"SUCCESS"}
+    assert {p["reading"] for p in fake.published} == {"m1:31", "m2:30"}
