@@ -62,7 +62,12 @@ def start_pipeline(work: Path, bulk: bool) -> tuple[Stack, dict[str, str], dict[
         env[f"{app.upper()}_LOG_LEVEL"] = "warning"
     for app in ("alerts", "features", "sensors"):
         sidecars[app], ports[app] = stack.start_app_beside_sidecar(app, resources, **env)
-    return stack, {app: sidecar.url for app, sidecar in sidecars.items()}, ports
+    # Each app's invoke URL through its own sidecar (app ids are this stack's own).
+    return (
+        stack,
+        {app: f"{sidecar.url}/v1.0/invoke/{sidecar.app_id}/method" for app, sidecar in sidecars.items()},
+        ports,
+    )
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -106,7 +111,7 @@ def run_phase(urls, ports, machines: int, prefix: str, rate: float | None, label
     )
     total = sum(fleet.make_machine(SEED, FIRST_UNSEEN + slot).lifetime for slot in range(machines))
     baseline, before = applied(ports["alerts"]), scrape(ports["alerts"])
-    url = f"{urls['sensors']}/v1.0/invoke/sensors/method/readings"
+    url = f"{urls['sensors']}/readings"
     headers = {"dapr-api-token": os.environ["DAPR_API_TOKEN"]}
     sent = 0
     started = time.time()
@@ -123,7 +128,7 @@ def run_phase(urls, ports, machines: int, prefix: str, rate: float | None, label
         wait_until(lambda: applied(ports["alerts"]) - baseline >= expected, "every prediction applied", 1800)
     finished = time.time()
     after = scrape(ports["alerts"])
-    alerts = httpx.get(f"{urls['alerts']}/v1.0/invoke/alerts/method/alerts", headers=headers).json()
+    alerts = httpx.get(f"{urls['alerts']}/alerts", headers=headers).json()
     latencies = [alert["latency_seconds"] for alert in alerts if alert["machine"].startswith(prefix)]
     return {
         "readings": sent,

@@ -20,7 +20,7 @@ import httpx
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tandem.server import make_base_app
@@ -76,11 +76,26 @@ class Prediction(BaseModel):
     failure_probability: float
 
 
+class MachinePredictions(BaseModel):
+    """An event of the predictions topic: one machine's predictions, oldest first, as the features service
+    publishes them."""
+
+    machine: str
+    predictions: list[Prediction]
+
+    @model_validator(mode="after")
+    def all_of_the_machine(self) -> "MachinePredictions":
+        if any(prediction.machine != self.machine for prediction in self.predictions):
+            raise ValueError(f"every prediction must be of machine {self.machine}")
+        return self
+
+
 @router.post("/events/predictions", include_in_schema=False)
 async def on_predictions(request: Request, delivery: dict[str, Any] = Body()) -> Any:
-    """A bulk delivery (components/subscription-predictions.yaml): `{"entries": [{"entryId", "event"}, ...]}`.
-    Each machine's predictions are applied oldest first, in one read and one write of its state: a machine is
-    judged by its newest prediction, and predictions published one after another may be delivered side by side."""
+    """A bulk delivery (components/subscription-predictions.yaml): `{"entries": [{"entryId", "event"}, ...]}`, each
+    event one machine's predictions. Each machine's are applied oldest first, in one read and one write of its
+    state: a machine is judged by its newest prediction, and events published one after another may be delivered
+    side by side."""
     entries = delivery.get("entries")
     if not isinstance(entries, list):
         return JSONResponse({"error": "expected a bulk delivery: an object with a list of entries"}, 400)
@@ -90,21 +105,22 @@ async def on_predictions(request: Request, delivery: dict[str, Any] = Body()) ->
         entry_id = str(entry.get("entryId"))
         event = entry.get("event")
         try:
-            prediction = Prediction.model_validate(event.get("data") if isinstance(event, dict) else event)
+            machine = MachinePredictions.model_validate(event.get("data") if isinstance(event, dict) else event)
         except ValidationError as error:
             log.error("dead-lettering entry %s: %s", entry_id, error)
             statuses[entry_id] = DROP
             continue
-        by_machine[prediction.machine].append((entry_id, prediction))
+        by_machine[machine.machine] += [(entry_id, prediction) for prediction in machine.predictions]
 
     async def apply_machine(machine: str, predictions: list[tuple[str, Prediction]]) -> dict[str, str]:
+        entry_ids = {entry_id for entry_id, _ in predictions}
         try:
             async with machine_locks[machine]:
                 await apply(request.app.state.sidecar, machine, [prediction for _, prediction in predictions])
-            return dict.fromkeys((entry_id for entry_id, _ in predictions), SUCCESS)
+            return dict.fromkeys(entry_ids, SUCCESS)
         except (SidecarError, httpx.TransportError) as error:
             log.warning("retrying %d predictions of %s: %s", len(predictions), machine, error)
-            return dict.fromkeys((entry_id for entry_id, _ in predictions), RETRY)
+            return dict.fromkeys(entry_ids, RETRY)
 
     for machine_statuses in await asyncio.gather(*(apply_machine(m, p) for m, p in by_machine.items())):
         statuses |= machine_statuses

@@ -8,8 +8,9 @@ delivery, in this order, so that nothing is lost and a redelivery changes nothin
 2. for each reading whose window is full now and has no prediction yet (a reading of the delivery, or a later one
    that came first and whose window it completed), compute the window's features; all of them go to each of the
    regression service's two models in one OIP infer call, one row per window;
-3. publish the predictions, each machine's in order; a prediction's id depends only on machine and reading, so a
-   redelivery publishes the same ids again, and the alerts service counts each once;
+3. publish the predictions, one event per machine with its predictions oldest first, in one bulk publish; a
+   prediction's id depends only on machine and reading, so a redelivery publishes the same ids again, and the
+   alerts service counts each once;
 4. save the windows in one transaction, each with the ETag read in 1 (another replica wrote one first: read again
    and redo the readings its window does not hold yet);
 5. only then answer SUCCESS for every reading. A reading that can never be processed (not a reading, a channel
@@ -220,18 +221,15 @@ async def save_windows(sidecar: Sidecar, windows: dict[str, tuple[Window, str | 
 
 
 async def publish_in_order(sidecar: Sidecar, predictions: list[dict[str, Any]]) -> None:
-    """Publishes each machine's predictions one after another in the order given (machines side by side): alerts judges a
-    machine by its newest prediction, so one published out of order would be counted but not judged. A bulk publish
-    would store them in any order."""
+    """Publishes one event per machine, `{"machine", "predictions"}` with its predictions in the order given, all in
+    one bulk publish. Alerts judges a machine by its newest prediction, so a machine's must reach it in order, and
+    a bulk publish stores its events in any order; one publish per prediction would keep the order but wait for
+    each write to reach the disk (Redis's appendfsync always) one after another."""
     by_machine: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for prediction in predictions:
         by_machine[prediction["machine"]].append(prediction)
-
-    async def publish(machine_predictions: list[dict[str, Any]]) -> None:
-        for prediction in machine_predictions:
-            await sidecar.publish(settings.pubsub, settings.predictions_topic, prediction)
-
-    await asyncio.gather(*(publish(machine_predictions) for machine_predictions in by_machine.values()))
+    events = [{"machine": machine, "predictions": ordered} for machine, ordered in by_machine.items()]
+    await sidecar.publish_bulk(settings.pubsub, settings.predictions_topic, events)
 
 
 async def predict(sidecar: Sidecar, due: list[Due]) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The alerts service's bulk deliveries against a fake sidecar (a state store): a machine's predictions delivered
 in any order within a delivery are applied oldest first, so the alert opens at the first prediction that crosses
 the threshold; a redelivery changes nothing; bad entries are dropped alone (bad inputs tried: an event that is not
-a prediction, one without its probability, a body without entries)."""
+a machine's predictions, a prediction without its probability, a prediction of another machine, a body without
+entries)."""
 
 import asyncio
 import json
@@ -52,9 +53,17 @@ def prediction(machine: str, cycle: int, probability: float) -> dict:
     }
 
 
+def of(machine: str, predictions: list[dict]) -> dict:
+    return {"machine": machine, "predictions": predictions}
+
+
 def test_a_machines_predictions_in_any_order_open_the_alert_at_the_first_crossing():
     probabilities = [0.1, 0.2, 0.5, 0.75, 0.9, 0.95, 0.8]  # crosses 0.7 at cycle 3
-    events = [prediction("m", cycle, p) for cycle, p in enumerate(probabilities)] + [prediction("n", 0, 0.1)]
+    predictions = [prediction("m", cycle, p) for cycle, p in enumerate(probabilities)]
+    # Events published one after another (each a machine's predictions in order) delivered side by side.
+    events = [of("m", predictions[start : start + 2]) for start in range(0, len(predictions), 2)] + [
+        of("n", [prediction("n", 0, 0.1)])
+    ]
     store = FakeStore()
     assert set(store.deliver(random.Random(1).sample(events, len(events))).values()) == {"SUCCESS"}
     (alert,) = store.state["alerts"][0].values()  # type: ignore[union-attr]
@@ -68,8 +77,15 @@ def test_a_machines_predictions_in_any_order_open_the_alert_at_the_first_crossin
 def test_bad_entries_are_dropped_alone():
     store = FakeStore()
     no_probability = {key: value for key, value in prediction("m", 1, 0.1).items() if key != "failure_probability"}
-    statuses = store.deliver([prediction("m", 0, 0.1), "not a prediction", no_probability])
-    assert statuses == {"0": "SUCCESS", "1": "DROP", "2": "DROP"}
+    statuses = store.deliver(
+        [
+            of("m", [prediction("m", 0, 0.1)]),
+            "not a prediction",
+            of("m", [no_probability]),
+            of("m", [prediction("n", 1, 0.1)]),
+        ]
+    )
+    assert statuses == {"0": "SUCCESS", "1": "DROP", "2": "DROP", "3": "DROP"}
     assert store.state["machine-m"][0]["predictions"] == 1  # type: ignore[index]
 
 
@@ -77,5 +93,5 @@ def test_a_body_without_entries_is_refused():
     store = FakeStore()
     sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(store.handle))
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
-    answer = asyncio.run(main.on_predictions(request, {"data": prediction("m", 0, 0.1)}))  # type: ignore[arg-type]
+    answer = asyncio.run(main.on_predictions(request, {"data": of("m", [prediction("m", 0, 0.1)])}))  # type: ignore[arg-type]
     assert answer.status_code == 400

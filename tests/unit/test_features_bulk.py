@@ -49,8 +49,11 @@ class FakeSidecar:
                 return httpx.Response(409, json={"errorCode": "ERR_STATE_SAVE"})
             self._write(item["key"], item["value"])
             return httpx.Response(204)
-        if path.startswith("/v1.0/publish/"):
-            self.published.append(body)
+        if path.startswith("/v1.0-alpha1/publish/bulk/"):
+            for entry in body:  # one event per machine: its predictions in order
+                event = entry["event"]
+                assert {prediction["machine"] for prediction in event["predictions"]} == {event["machine"]}
+                self.published += event["predictions"]
             return httpx.Response(204)
         if "/v2/models/" in path:
             return self._infer(path.split("/")[-2], body)

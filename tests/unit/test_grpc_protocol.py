@@ -1,6 +1,9 @@
 """The gRPC messages and their numpy codec: the committed compiled proto is the proto's, every datatype goes both
 ways in typed contents and raw, and each bad tensor is refused naming what is wrong."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -50,11 +53,14 @@ def test_the_committed_compiled_proto_is_the_proto_compiled():
     assert compile_proto() == COMPILED.read_bytes(), "run: python -m tandem.grpc_protocol --compile"
 
 
-def test_the_messages_live_beside_the_clients_own():
-    """tritonclient.grpc registers the same inference.* names in protobuf's default pool; ours are apart."""
-    import tritonclient.grpc  # noqa: F401
-
-    assert message("ModelInferRequest")(model_name="m").model_name == "m"
+@pytest.mark.parametrize("client", ["tritonclient.grpc", "kserve"])
+def test_the_messages_live_beside_the_clients_own(client: str):
+    """tritonclient.grpc and KServe each register the same inference.* names in protobuf's default pool (so the two
+    cannot share a process); ours are apart. In a fresh interpreter: the tests before may have imported either."""
+    script = f"import {client}\nfrom tandem.grpc_protocol import message\nprint(message('ModelInferRequest')(model_name='m').model_name)"
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "m"
 
 
 @pytest.mark.parametrize("datatype", sorted(DATATYPES))
