@@ -199,8 +199,9 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         "Ingest: readings the sensors service accepted per second, batches of one reading per machine posted back to "
-        "back. End to end: readings per second until the alerts service applied the last prediction (features calls "
-        "both maintenance models through the sidecars for every reading). Latencies from the paced phase: from "
+        "back. End to end: readings per second until the alerts service applied the last prediction (features and "
+        "alerts take up to 100 events per delivery; features calls each maintenance model once per delivery). "
+        "Latencies from the paced phase: from "
         "sensors accepting a reading to alerts applying its prediction (every reading; interpolated in the alerts "
         "service's histogram buckets), and to the alert it opens (one per machine, exact).",
         "",
