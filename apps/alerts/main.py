@@ -18,11 +18,13 @@ from typing import Any, Literal
 
 import httpx
 from fastapi import APIRouter, Body, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from tandem import bulk
+from tandem.bulk import RETRY, SUCCESS
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
 from tandem.sidecar import KEEP, Sidecar, SidecarError
@@ -59,7 +61,6 @@ READING_TO_PREDICTION_SECONDS = Histogram(
     "Time from the sensors service accepting a reading to its prediction applied by alerts",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
-SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
 machine_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 router = APIRouter(tags=["Alerts"])
 
@@ -96,20 +97,12 @@ async def on_predictions(request: Request, delivery: dict[str, Any] = Body()) ->
     event one machine's predictions. Each machine's are applied oldest first, in one read and one write of its
     state: a machine is judged by its newest prediction, and events published one after another may be delivered
     side by side."""
-    entries = delivery.get("entries")
-    if not isinstance(entries, list):
-        return JSONResponse({"error": "expected a bulk delivery: an object with a list of entries"}, 400)
-    statuses: dict[str, str] = {}
+    try:
+        events, statuses = bulk.parse(delivery, MachinePredictions, log)
+    except ValueError as error:
+        return bulk.refused(error)
     by_machine: defaultdict[str, list[tuple[str, Prediction]]] = defaultdict(list)
-    for entry in entries:
-        entry_id = str(entry.get("entryId"))
-        event = entry.get("event")
-        try:
-            machine = MachinePredictions.model_validate(event.get("data") if isinstance(event, dict) else event)
-        except ValidationError as error:
-            log.error("dead-lettering entry %s: %s", entry_id, error)
-            statuses[entry_id] = DROP
-            continue
+    for entry_id, machine in events:
         by_machine[machine.machine] += [(entry_id, prediction) for prediction in machine.predictions]
 
     async def apply_machine(machine: str, predictions: list[tuple[str, Prediction]]) -> dict[str, str]:
@@ -124,7 +117,7 @@ async def on_predictions(request: Request, delivery: dict[str, Any] = Body()) ->
 
     for machine_statuses in await asyncio.gather(*(apply_machine(m, p) for m, p in by_machine.items())):
         statuses |= machine_statuses
-    return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
+    return bulk.answer(statuses)
 
 
 async def apply(sidecar: Sidecar, machine: str, predictions: list[Prediction]) -> list[Change]:

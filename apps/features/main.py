@@ -30,11 +30,12 @@ from typing import Any
 import httpx
 import numpy as np
 from fastapi import APIRouter, Body, Request
-from fastapi.responses import JSONResponse
 from prometheus_client import Counter
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic_settings import SettingsConfigDict
 
+from tandem import bulk
+from tandem.bulk import DROP, RETRY, SUCCESS
 from tandem.fleet import CHANNELS
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
@@ -88,7 +89,6 @@ READINGS = Counter(
     "duplicate, conflict (another replica saved the window first: read again)",
     ["outcome"],
 )
-SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
 # One delivery per machine at a time in this process; ETags keep replicas from overwriting each other.
 machine_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -108,20 +108,12 @@ class Due:
 @router.post("/events/readings", include_in_schema=False)
 async def on_readings(request: Request, delivery: dict[str, Any] = Body()) -> Any:
     """A bulk delivery: `{"entries": [{"entryId", "event": CloudEvent}, ...]}`; every entry gets its status."""
-    entries = delivery.get("entries")
-    if not isinstance(entries, list):
-        return JSONResponse({"error": "expected a bulk delivery: an object with a list of entries"}, 400)
-    statuses: dict[str, str] = {}
+    try:
+        readings, statuses = bulk.parse(delivery, Reading, log)
+    except ValueError as error:
+        return bulk.refused(error)
     batch: dict[str, dict[str, Reading]] = defaultdict(dict)  # machine -> entry id -> reading
-    for entry in entries:
-        entry_id = str(entry.get("entryId"))
-        event = entry.get("event")
-        try:
-            reading = Reading.model_validate(event.get("data") if isinstance(event, dict) else event)
-        except ValidationError as error:
-            log.error("dead-lettering entry %s: %s", entry_id, error)
-            statuses[entry_id] = DROP
-            continue
+    for entry_id, reading in readings:
         if missing := [channel for channel in CHANNELS if channel not in reading.values]:
             log.error("dead-lettering reading %s: no value for channels %s", reading.id, missing)
             statuses[entry_id] = DROP
@@ -131,7 +123,7 @@ async def on_readings(request: Request, delivery: dict[str, Any] = Body()) -> An
         for machine in sorted(batch):  # always in the same order: two deliveries never wait for each other
             await locks.enter_async_context(machine_locks[machine])
         statuses |= await process_or_split(request.app.state.sidecar, batch)
-    return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
+    return bulk.answer(statuses)
 
 
 async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[str, Reading]]) -> dict[str, str]:

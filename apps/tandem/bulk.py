@@ -1,0 +1,38 @@
+"""Bulk subscriptions (a Subscription with `bulkSubscribe`): the events of a delivery, checked against a model, and
+the answer the sidecar expects, one status per entry. An entry whose event is not what the model says can never be
+processed: it is dropped (to the subscription's dead-letter topic), the rest of the delivery goes on."""
+
+import logging
+from typing import Any, TypeVar
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
+
+
+def parse(delivery: dict[str, Any], model: type[M], log: logging.Logger) -> tuple[list[tuple[str, M]], dict[str, str]]:
+    """The delivery's events that are `model`s, with their entry ids, and DROP for each entry whose event is not.
+    Raises ValueError when the body is no bulk delivery at all."""
+    entries = delivery.get("entries")
+    if not isinstance(entries, list):
+        raise ValueError("expected a bulk delivery: an object with a list of entries")
+    events, statuses = [], {}
+    for entry in entries:
+        entry_id = str(entry.get("entryId"))
+        event = entry.get("event")
+        try:
+            events.append((entry_id, model.model_validate(event.get("data") if isinstance(event, dict) else event)))
+        except ValidationError as error:
+            log.error("dead-lettering entry %s: %s", entry_id, error)
+            statuses[entry_id] = DROP
+    return events, statuses
+
+
+def answer(statuses: dict[str, str]) -> dict[str, Any]:
+    return {"statuses": [{"entryId": entry_id, "status": status} for entry_id, status in statuses.items()]}
+
+
+def refused(error: ValueError) -> JSONResponse:
+    return JSONResponse({"error": str(error)}, 400)
