@@ -185,10 +185,7 @@ def due_predictions(machine: str, window: Window, added: Reading) -> list[Due]:
     marked predicted in `window`, which is saved only once their predictions are published."""
     timestamps = {id_: timestamp for timestamp, id_, _ in window.readings}
     made_due = []
-    for reading_id in window.due():
-        computed = window.features(reading_id)
-        assert computed is not None, "a due reading has its full window"
-        features, covered = computed
+    for reading_id, features, covered in window.due_features():
         made_due.append(Due(machine, reading_id, timestamps[reading_id], added.received_at, covered, features))
         window.predicted.append(reading_id)
     return made_due

@@ -1,30 +1,42 @@
 """One machine's rolling window of readings, as kept in the state store between events.
 
 Readings are kept in timestamp order, so one that arrives late (a redelivery, a retry) still lands where it belongs;
-each reading's prediction is computed from the WINDOW readings ending at it, with tandem.fleet.window_features, the
+each reading's prediction is computed from the WINDOW readings ending at it, with tandem.fleet.rolling_features, the
 computation the models were trained on, once all of them are there: a late reading can complete the window of a
 later one that came first.
+
+The state travels through the sidecar twice per delivery (read, then written in a transaction), so it is kept
+small: the values as one base64 block of float64 (exact, a third of their JSON), and the reading ids seen as one
+base64 block of 8-byte digests.
 """
 
+import base64
 import bisect
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tandem.fleet import CHANNELS, WINDOW, window_features
+from tandem.fleet import CHANNELS, WINDOW, rolling_features
 
 # Readings kept beyond one window, so that a reading up to this many places late still finds its full window.
 SLACK = 10
+KEPT = WINDOW + SLACK
 # Reading ids remembered for idempotency: a redelivery older than this many readings would count twice.
 SEEN = 256
+DIGEST = 8  # bytes of a seen id's digest: a false "seen" takes about 2**64 / SEEN readings
+
+
+def digest(reading_id: str) -> bytes:
+    return hashlib.blake2b(reading_id.encode(), digest_size=DIGEST).digest()
 
 
 @dataclass
 class Window:
     # (seconds since the epoch, reading id, values in CHANNELS order), oldest first
     readings: list[tuple[float, str, list[float]]] = field(default_factory=list)
-    seen: list[str] = field(default_factory=list)  # newest last
+    seen: list[bytes] = field(default_factory=list)  # digests of the ids added, newest last
     count: int = 0  # distinct readings ever added
     predicted: list[str] = field(default_factory=list)  # ids of the kept readings whose prediction was published
 
@@ -32,25 +44,40 @@ class Window:
     def from_state(cls, state: dict[str, Any] | None) -> "Window":
         if state is None:
             return cls()
-        readings = [(float(ts), str(id_), list(values)) for ts, id_, values in state["readings"]]
-        window = cls(readings, list(state["seen"]), int(state["count"]))
+        if "readings" in state:  # saved before the values and ids were packed
+            readings = [(float(ts), str(id_), list(values)) for ts, id_, values in state["readings"]]
+            seen = [digest(id_) for id_ in state["seen"]]
+        else:
+            values = np.frombuffer(base64.b64decode(state["values"]), dtype="<f8").reshape(-1, len(CHANNELS))
+            readings = list(zip(state["timestamps"], state["ids"], values.tolist(), strict=True))
+            packed = base64.b64decode(state["seen"])
+            seen = [packed[start : start + DIGEST] for start in range(0, len(packed), DIGEST)]
+        window = cls(readings, seen, int(state["count"]))
         # A window saved before predictions were tracked: every reading with a full window had its prediction.
         window.predicted = list(state["predicted"]) if "predicted" in state else window.due()
         return window
 
     def to_state(self) -> dict[str, Any]:
-        readings = [list(reading) for reading in self.readings]
-        return {"readings": readings, "seen": self.seen, "count": self.count, "predicted": self.predicted}
+        values = np.array([values for _, _, values in self.readings], dtype="<f8")
+        return {
+            "timestamps": [timestamp for timestamp, _, _ in self.readings],
+            "ids": [id_ for _, id_, _ in self.readings],
+            "values": base64.b64encode(values.tobytes()).decode("ascii"),
+            "seen": base64.b64encode(b"".join(self.seen)).decode("ascii"),
+            "count": self.count,
+            "predicted": self.predicted,
+        }
 
     def add(self, reading_id: str, timestamp: float, values: dict[str, float]) -> bool:
         """Adds a reading in timestamp order; False (and no change) if this reading id was added before."""
-        if reading_id in self.seen:
+        seen = digest(reading_id)
+        if seen in self.seen:
             return False
         bisect.insort(self.readings, (timestamp, reading_id, [values[channel] for channel in CHANNELS]))
-        del self.readings[: -(WINDOW + SLACK)]
+        del self.readings[:-KEPT]
         kept = {id_ for _, id_, _ in self.readings}
         self.predicted = [id_ for id_ in self.predicted if id_ in kept]
-        self.seen.append(reading_id)
+        self.seen.append(seen)
         del self.seen[:-SEEN]
         self.count += 1
         return True
@@ -63,6 +90,18 @@ class Window:
             id_ for index, (_, id_, _) in enumerate(self.readings) if index + 1 >= WINDOW and id_ not in self.predicted
         ]
 
+    def due_features(self) -> list[tuple[str, np.ndarray, list[str]]]:
+        """For each due reading, oldest first: its id, the feature vector of the WINDOW readings ending at it, and
+        their ids; all computed in one pass over the kept readings."""
+        due = set(self.due())
+        if not due:
+            return []
+        rows = rolling_features(np.array([values for _, _, values in self.readings], dtype=np.float64))
+        ids = [id_ for _, id_, _ in self.readings]
+        return [
+            (id_, rows[end + 1 - WINDOW], ids[end + 1 - WINDOW : end + 1]) for end, id_ in enumerate(ids) if id_ in due
+        ]
+
     def features(self, reading_id: str) -> tuple[np.ndarray, list[str]] | None:
         """The feature vector of the WINDOW readings ending at `reading_id`, and their ids; None while there are
         fewer than WINDOW of them (or the reading is too late to have its window here any more)."""
@@ -70,6 +109,5 @@ class Window:
         if position is None or position + 1 < WINDOW:
             return None
         window = self.readings[position + 1 - WINDOW : position + 1]
-        vector = window_features(dict(zip(CHANNELS, values, strict=True)) for _, _, values in window)
-        assert vector is not None, "a full window always has features"
+        vector = rolling_features(np.array([values for _, _, values in window], dtype=np.float64))[0]
         return vector, [id_ for _, id_, _ in window]

@@ -84,3 +84,48 @@ def test_readings_out_of_order_give_each_full_window_exactly_one_prediction():
     old = window.to_state()
     del old["predicted"]
     assert Window.from_state(old).due() == []
+
+
+def test_a_reading_delivered_again_after_it_left_the_window_changes_nothing():
+    readings = machine_readings(120)
+    window = Window()
+    for reading in readings:
+        window.add(*reading)
+    before = window.to_state()
+    assert not window.add(*readings[0])
+    assert window.to_state() == before
+    assert window.count == 120
+
+
+def test_each_due_reading_gets_the_features_of_its_own_window_in_one_pass():
+    readings = machine_readings(45)
+    window = Window()
+    for reading in readings[:28] + [readings[29]]:  # the 29th comes after the 30th
+        window.add(*reading)
+    assert window.due_features() == []
+    for reading in [readings[28], *readings[30:36]]:
+        window.add(*reading)
+    history = np.array([[values[c] for c in fleet.CHANNELS] for _, _, values in readings])
+    expected = fleet.rolling_features(history)
+    due = window.due_features()
+    assert [reading_id for reading_id, _, _ in due] == [f"m:{cycle}" for cycle in range(30, 37)]
+    for row, (reading_id, vector, covered) in enumerate(due):
+        np.testing.assert_array_equal(vector, expected[row])
+        assert covered == [r[0] for r in readings[row : row + fleet.WINDOW]]
+        assert covered[-1] == reading_id
+
+
+def test_a_window_saved_in_the_earlier_layout_reads_the_same():
+    readings = machine_readings(35)
+    window = Window()
+    for reading in readings:
+        window.add(*reading)
+    window.predicted = window.due()[:3]
+    earlier = {
+        "readings": [[timestamp, id_, values] for timestamp, id_, values in window.readings],
+        "seen": [reading_id for reading_id, _, _ in readings],
+        "count": window.count,
+        "predicted": window.predicted,
+    }
+    assert Window.from_state(earlier) == window
+    assert Window.from_state(window.to_state()) == window
