@@ -8,6 +8,8 @@ around one threshold gives one alert, not a storm.
 from dataclasses import dataclass, field
 from typing import Any
 
+from tandem.seen import SeenIds
+
 # Prediction ids remembered per machine for idempotency.
 SEEN = 256
 
@@ -28,7 +30,7 @@ class Change:
 @dataclass
 class MachineState:
     predictions: int = 0  # distinct predictions ever applied
-    seen: list[str] = field(default_factory=list)  # newest last
+    seen: SeenIds = field(default_factory=lambda: SeenIds(SEEN))  # the prediction ids applied
     latest: float | None = None  # timestamp of the newest prediction, seconds since the epoch
     last: dict[str, Any] | None = None  # the newest prediction
     open: str | None = None  # id of the open alert
@@ -37,18 +39,19 @@ class MachineState:
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> "MachineState":
-        return cls(**state) if state else cls()
+        if not state:
+            return cls()
+        return cls(**{**state, "seen": SeenIds.from_state(SEEN, state["seen"])})
 
     def to_state(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "seen": self.seen.to_state()}
 
     def apply(
         self, machine: str, prediction_id: str, timestamp: float, prediction: dict[str, Any], thresholds: Thresholds
     ) -> Change | None:
         """Counts the prediction and returns the alert it opens or closes, if any. Call only for unseen ids."""
         self.predictions += 1
-        self.seen.append(prediction_id)
-        del self.seen[:-SEEN]
+        self.seen.add(prediction_id)
         if self.latest is not None and timestamp < self.latest:
             return None  # a late prediction: counted, but the machine is judged by its newest one
         self.latest = timestamp

@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from tandem import bulk
 from tandem.bulk import RETRY, SUCCESS
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
-from tandem.sidecar import KEEP, Sidecar, SidecarError
+from tandem.sidecar import Sidecar, SidecarError
 
 from .episodes import Change, MachineState, Thresholds
 
@@ -101,49 +102,50 @@ async def on_predictions(request: Request, delivery: dict[str, Any] = Body()) ->
         events, statuses = bulk.parse(delivery, MachinePredictions, log)
     except ValueError as error:
         return bulk.refused(error)
-    by_machine: defaultdict[str, list[tuple[str, Prediction]]] = defaultdict(list)
-    for entry_id, machine in events:
-        by_machine[machine.machine] += [(entry_id, prediction) for prediction in machine.predictions]
-
-    async def apply_machine(machine: str, predictions: list[tuple[str, Prediction]]) -> dict[str, str]:
-        entry_ids = {entry_id for entry_id, _ in predictions}
-        try:
-            async with machine_locks[machine]:
-                await apply(request.app.state.sidecar, machine, [prediction for _, prediction in predictions])
-            return dict.fromkeys(entry_ids, SUCCESS)
-        except (SidecarError, httpx.TransportError) as error:
-            log.warning("retrying %d predictions of %s: %s", len(predictions), machine, error)
-            return dict.fromkeys(entry_ids, RETRY)
-
-    for machine_statuses in await asyncio.gather(*(apply_machine(m, p) for m, p in by_machine.items())):
-        statuses |= machine_statuses
+    by_machine: defaultdict[str, list[Prediction]] = defaultdict(list)
+    for _, event in events:
+        by_machine[event.machine] += event.predictions
+    entry_ids = [entry_id for entry_id, _ in events]
+    try:
+        async with AsyncExitStack() as locks:
+            for machine in sorted(by_machine):  # always in the same order: two deliveries never wait for each other
+                await locks.enter_async_context(machine_locks[machine])
+            await apply(request.app.state.sidecar, by_machine)
+        statuses |= dict.fromkeys(entry_ids, SUCCESS)
+    except (SidecarError, httpx.TransportError) as error:
+        log.warning("retrying the predictions of %d machines: %s", len(by_machine), error)
+        statuses |= dict.fromkeys(entry_ids, RETRY)
     return bulk.answer(statuses)
 
 
-async def apply(sidecar: Sidecar, machine: str, predictions: list[Prediction]) -> list[Change]:
-    """Applies the machine's predictions, oldest first; an alert one opens or closes is stored before the machine's
-    state, so a crash in between repeats the same change (same alert id) on redelivery instead of losing it."""
-    ordered = sorted(predictions, key=lambda prediction: prediction.timestamp)
-    Applied = tuple[list[Prediction], list[Change], list[dict[str, Any]]]  # new to the machine, changes, alerts
+async def apply(sidecar: Sidecar, batch: dict[str, list[Prediction]]) -> list[Change]:
+    """Applies each machine's predictions, oldest first, reading and writing the machines' states in one call
+    each; an alert one opens or closes is stored before the machine's state, so a crash in between repeats the same
+    change (same alert id) on redelivery instead of losing it."""
+    keys = {machine: f"machine-{machine}" for machine in batch}
+    Applied = tuple[list[Prediction], list[Change], list[dict[str, Any]]]  # new to their machine, changes, alerts
 
-    async def apply_to(state_doc: Any) -> tuple[Any, Applied]:
-        state = MachineState.from_state(state_doc)
+    async def apply_to(stored: dict[str, Any]) -> tuple[dict[str, Any], Applied]:
+        saves: dict[str, Any] = {}
         new, changes, alerts = [], [], []
-        for prediction in ordered:
-            if prediction.id in state.seen:
-                continue
-            new.append(prediction)
-            summary = prediction.model_dump(mode="json", exclude={"machine"})
-            change = state.apply(machine, prediction.id, prediction.timestamp.timestamp(), summary, THRESHOLDS)
-            if change is not None:
-                changes.append(change)
-                alerts.append(await record_change(sidecar, change, prediction))
-        return (state.to_state() if new else KEEP), (new, changes, alerts)
+        for machine, predictions in batch.items():
+            state = MachineState.from_state(stored[keys[machine]])
+            for prediction in sorted(predictions, key=lambda prediction: prediction.timestamp):
+                if prediction.id in state.seen:
+                    continue
+                new.append(prediction)
+                summary = prediction.model_dump(mode="json", exclude={"machine"})
+                change = state.apply(machine, prediction.id, prediction.timestamp.timestamp(), summary, THRESHOLDS)
+                saves[keys[machine]] = state
+                if change is not None:
+                    changes.append(change)
+                    alerts.append(await record_change(sidecar, change, prediction))
+        return {key: state.to_state() for key, state in saves.items()}, (new, changes, alerts)
 
-    new, changes, alerts = await sidecar.update_state(
-        settings.state_store, f"machine-{machine}", apply_to, attempts=settings.etag_attempts
+    new, changes, alerts = await sidecar.update_bulk_state(
+        settings.state_store, list(keys.values()), apply_to, attempts=settings.etag_attempts
     )
-    PREDICTIONS.labels("duplicate").inc(len(ordered) - len(new))
+    PREDICTIONS.labels("duplicate").inc(sum(len(predictions) for predictions in batch.values()) - len(new))
     PREDICTIONS.labels("applied").inc(len(new))
     now = time.time()
     for prediction in new:

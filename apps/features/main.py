@@ -39,7 +39,7 @@ from tandem.bulk import DROP, RETRY, SUCCESS
 from tandem.fleet import CHANNELS
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
-from tandem.sidecar import ETagMismatch, Sidecar, SidecarError
+from tandem.sidecar import Sidecar, SidecarError
 
 from .window import Window
 
@@ -150,34 +150,38 @@ async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[str, Reading]
 async def process(sidecar: Sidecar, batch: dict[str, list[Reading]]) -> None:
     """Adds the readings (by machine) to their windows, publishes the predictions they make due, saves the windows."""
     keys = {machine: f"window-{machine}" for machine in batch}
-    for attempt in range(settings.etag_attempts):
-        stored = await sidecar.get_bulk_state(settings.state_store, list(keys.values()))
-        windows: dict[str, tuple[Window, str | None]] = {}
+    attempts = 0
+
+    async def add_readings(stored: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        nonlocal attempts
+        windows: dict[str, Window] = {}
         due: list[Due] = []
         outcomes: list[str] = []
         for machine, readings in batch.items():
-            value, etag = stored[keys[machine]]
-            window = Window.from_state(value)
+            window = Window.from_state(stored[keys[machine]])
             # Oldest first, one at a time, as if they had come one by one in order: a window keeps only
             # WINDOW + SLACK readings, so adding many at once could push out what an earlier one's window needs.
             for reading in sorted(readings, key=lambda reading: reading.timestamp):
                 if not window.add(reading.id, reading.timestamp.timestamp(), reading.values):
                     outcomes.append("duplicate")
                     continue
-                windows[machine] = (window, etag)
+                windows[machine] = window
                 made_due = due_predictions(machine, window, reading)
                 outcomes.append("predicted" if any(item.reading == reading.id for item in made_due) else "windowing")
                 due += made_due
-        if attempt:  # another replica saved a window first
+        if attempts:  # another replica saved a window first
             READINGS.labels("conflict").inc(len(outcomes))
+        attempts += 1
         if due:
             due.sort(key=lambda item: item.timestamp)
             await publish_in_order(sidecar, await predict(sidecar, due))
-        if await save_windows(sidecar, {keys[machine]: item for machine, item in windows.items()}):
-            for outcome in outcomes:
-                READINGS.labels(outcome).inc()
-            return
-    raise ETagMismatch(409, f"{settings.etag_attempts} writers in a row saved first", f"windows of {sorted(batch)}")
+        return {keys[machine]: window.to_state() for machine, window in windows.items()}, outcomes
+
+    outcomes = await sidecar.update_bulk_state(
+        settings.state_store, list(keys.values()), add_readings, attempts=settings.etag_attempts
+    )
+    for outcome in outcomes:
+        READINGS.labels(outcome).inc()
 
 
 def due_predictions(machine: str, window: Window, added: Reading) -> list[Due]:
@@ -189,24 +193,6 @@ def due_predictions(machine: str, window: Window, added: Reading) -> list[Due]:
         made_due.append(Due(machine, reading_id, timestamps[reading_id], added.received_at, covered, features))
         window.predicted.append(reading_id)
     return made_due
-
-
-async def save_windows(sidecar: Sidecar, windows: dict[str, tuple[Window, str | None]]) -> bool:
-    """True when every window was saved at the version it was read at; False when another writer saved one first."""
-    existing = {key: (window.to_state(), etag) for key, (window, etag) in windows.items() if etag is not None}
-    try:
-        # A window seen for the first time must not overwrite one that another replica created meanwhile.
-        for key, (window, etag) in windows.items():
-            if etag is None:
-                await sidecar.save_state(settings.state_store, key, window.to_state(), only_if_absent=True)
-        if existing:
-            await sidecar.transact_state(settings.state_store, existing)
-        return True
-    except SidecarError:
-        # A stale ETag (409, or a failed transaction, in which the other windows may have been saved) means read
-        # again: the readings already in their windows are then skipped. If the store itself is down, reading
-        # again fails and the delivery is retried.
-        return False
 
 
 async def publish_in_order(sidecar: Sidecar, predictions: list[dict[str, Any]]) -> None:

@@ -6,37 +6,32 @@ computation the models were trained on, once all of them are there: a late readi
 later one that came first.
 
 The state travels through the sidecar twice per delivery (read, then written in a transaction), so it is kept
-small: the values as one base64 block of float64 (exact, a third of their JSON), and the reading ids seen as one
-base64 block of 8-byte digests.
+small: the values as one base64 block of float64 (exact, a third of their JSON), and the reading ids seen as
+digests (tandem.seen).
 """
 
 import base64
 import bisect
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tandem.fleet import CHANNELS, WINDOW, rolling_features
+from tandem.seen import SeenIds
 
 # Readings kept beyond one window, so that a reading up to this many places late still finds its full window.
 SLACK = 10
 KEPT = WINDOW + SLACK
 # Reading ids remembered for idempotency: a redelivery older than this many readings would count twice.
 SEEN = 256
-DIGEST = 8  # bytes of a seen id's digest: a false "seen" takes about 2**64 / SEEN readings
-
-
-def digest(reading_id: str) -> bytes:
-    return hashlib.blake2b(reading_id.encode(), digest_size=DIGEST).digest()
 
 
 @dataclass
 class Window:
     # (seconds since the epoch, reading id, values in CHANNELS order), oldest first
     readings: list[tuple[float, str, list[float]]] = field(default_factory=list)
-    seen: list[bytes] = field(default_factory=list)  # digests of the ids added, newest last
+    seen: SeenIds = field(default_factory=lambda: SeenIds(SEEN))  # the ids added
     count: int = 0  # distinct readings ever added
     predicted: list[str] = field(default_factory=list)  # ids of the kept readings whose prediction was published
 
@@ -46,13 +41,10 @@ class Window:
             return cls()
         if "readings" in state:  # saved before the values and ids were packed
             readings = [(float(ts), str(id_), list(values)) for ts, id_, values in state["readings"]]
-            seen = [digest(id_) for id_ in state["seen"]]
         else:
             values = np.frombuffer(base64.b64decode(state["values"]), dtype="<f8").reshape(-1, len(CHANNELS))
             readings = list(zip(state["timestamps"], state["ids"], values.tolist(), strict=True))
-            packed = base64.b64decode(state["seen"])
-            seen = [packed[start : start + DIGEST] for start in range(0, len(packed), DIGEST)]
-        window = cls(readings, seen, int(state["count"]))
+        window = cls(readings, SeenIds.from_state(SEEN, state["seen"]), int(state["count"]))
         # A window saved before predictions were tracked: every reading with a full window had its prediction.
         window.predicted = list(state["predicted"]) if "predicted" in state else window.due()
         return window
@@ -63,22 +55,20 @@ class Window:
             "timestamps": [timestamp for timestamp, _, _ in self.readings],
             "ids": [id_ for _, id_, _ in self.readings],
             "values": base64.b64encode(values.tobytes()).decode("ascii"),
-            "seen": base64.b64encode(b"".join(self.seen)).decode("ascii"),
+            "seen": self.seen.to_state(),
             "count": self.count,
             "predicted": self.predicted,
         }
 
     def add(self, reading_id: str, timestamp: float, values: dict[str, float]) -> bool:
         """Adds a reading in timestamp order; False (and no change) if this reading id was added before."""
-        seen = digest(reading_id)
-        if seen in self.seen:
+        if reading_id in self.seen:
             return False
         bisect.insort(self.readings, (timestamp, reading_id, [values[channel] for channel in CHANNELS]))
         del self.readings[:-KEPT]
         kept = {id_ for _, id_, _ in self.readings}
         self.predicted = [id_ for id_ in self.predicted if id_ in kept]
-        self.seen.append(seen)
-        del self.seen[:-SEEN]
+        self.seen.add(reading_id)
         self.count += 1
         return True
 

@@ -194,6 +194,37 @@ class Sidecar:
                 raise
         raise ETagMismatch(409, f"{attempts} writers in a row saved first", f"update state {store}/{key}")
 
+    async def update_bulk_state(
+        self,
+        store: str,
+        keys: list[str],
+        change: Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], T]]],
+        *,
+        attempts: int = 10,
+    ) -> T:
+        """Read-modify-write of many keys in a few calls, safe against other writers: one bulk read, then
+        `change(values)` ({key: value, None for a missing key}) returns ({key: what to save} for the keys that
+        changed, a result); a missing key is created only if still absent, the others are saved in one
+        transaction with the ETags read. When another writer saved a key first, all are read again and `change`
+        called again. On Redis the transaction's other keys were written meanwhile, so `change` must skip what a
+        value already holds (as an idempotent consumer does anyway). Returns the result."""
+        for _ in range(attempts):
+            stored = await self.get_bulk_state(store, keys)
+            saves, result = await change({key: value for key, (value, _) in stored.items()})
+            try:
+                for key, value in saves.items():
+                    if stored[key][1] is None:
+                        await self.save_state(store, key, value, only_if_absent=True)
+                existing = {key: (value, stored[key][1]) for key, value in saves.items() if stored[key][1] is not None}
+                if existing:
+                    await self.transact_state(store, existing)
+                return result
+            except SidecarError:
+                # A stale ETag (409, or a failed transaction) means read again. If the store itself is down, the
+                # next read fails and so does the call.
+                continue
+        raise ETagMismatch(409, f"{attempts} writers in a row saved first", f"update {len(keys)} keys of {store}")
+
     async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
         headers = {"If-Match": etag} if etag is not None else None
         response = await self.http.delete(f"/v1.0/state/{store}/{key}", headers=headers)

@@ -20,18 +20,41 @@ class FakeStore:
         self.state: dict[str, tuple[object, int]] = {}
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        key = request.url.path.rsplit("/", 1)[1]
+        path = request.url.path
         if request.method == "GET":
+            key = path.rsplit("/", 1)[1]
             if key not in self.state:
                 return httpx.Response(204)
             value, version = self.state[key]
             return httpx.Response(200, json=value, headers={"etag": str(version)})
-        (item,) = json.loads(request.content)
-        version = self.state.get(item["key"], (None, 0))[1]
-        if "etag" in item and item["etag"] != str(version):
+        body = json.loads(request.content)
+        if path.endswith("/bulk"):
+            return httpx.Response(200, json=[self._item(key) for key in body["keys"]])
+        if path.endswith("/transaction"):
+            stale = False
+            for operation in body["operations"]:  # Redis: each key checked and written on its own
+                stale |= not self._write(operation["request"])
+            return httpx.Response(500, json={"errorCode": "ERR_STATE_TRANSACTION"}) if stale else httpx.Response(204)
+        (item,) = body
+        if not self._write(item):
             return httpx.Response(409, json={"errorCode": "ERR_STATE_SAVE"})
-        self.state[item["key"]] = (item["value"], version + 1)
         return httpx.Response(204)
+
+    def _item(self, key: str) -> dict:
+        if key not in self.state:
+            return {"key": key}
+        value, version = self.state[key]
+        return {"key": key, "data": value, "etag": str(version)}
+
+    def _write(self, item: dict) -> bool:
+        """Writes unless the item's etag is stale, or it is to be created and the key exists already."""
+        current = self.state.get(item["key"])
+        if "etag" in item and (current is None or item["etag"] != str(current[1])):
+            return False
+        if "etag" not in item and item.get("options") and current is not None:
+            return False
+        self.state[item["key"]] = (json.loads(json.dumps(item["value"])), (current or (None, 0))[1] + 1)
+        return True
 
     def deliver(self, events: list) -> dict[str, str]:
         sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(self.handle))
