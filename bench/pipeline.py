@@ -14,6 +14,7 @@ Writes bench/results/pipeline.{json,md} and, with the plot venv of bench/setup.s
 """
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -21,8 +22,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -123,8 +126,9 @@ def cpu_seconds(stack: Stack) -> dict[str, float]:
     return used_here | {process.name: tree(process.popen.pid) for process in stack.processes}
 
 
-def run_phase(stack, urls, ports, machines: int, prefix: str, rate: float | None, label: str) -> dict:
-    """Feeds `machines` machines to failure (all as fast as accepted, or `rate` readings/s); waits for the end."""
+def run_phase(stack, urls, ports, machines: int, senders: int, prefix: str, rate: float | None, label: str) -> dict:
+    """Feeds `machines` machines to failure (all as fast as accepted, or `rate` readings/s) from `senders` clients
+    at once; waits for the end."""
     expected = sum(
         fleet.make_machine(SEED, FIRST_UNSEEN + slot).lifetime - fleet.WINDOW + 1 for slot in range(machines)
     )
@@ -134,16 +138,29 @@ def run_phase(stack, urls, ports, machines: int, prefix: str, rate: float | None
     url = f"{urls['sensors']}/readings"
     headers = {"dapr-api-token": os.environ["DAPR_API_TOKEN"]}
     sent = 0
+    # `senders` batches in flight at once, as many gateways of a fleet would post; each thread its own client.
+    clients = threading.local()
+
+    def send(batch: list[dict]) -> None:
+        if not hasattr(clients, "http"):
+            clients.http = httpx.Client(headers=headers, timeout=60)
+        post(clients.http, url, batch)
+
+    in_flight: collections.deque[Future] = collections.deque()
     started = time.time()
-    with httpx.Client(headers=headers, timeout=60) as client, tqdm(total=total, desc=label, unit="reading") as bar:
+    with ThreadPoolExecutor(senders) as pool, tqdm(total=total, desc=label, unit="reading") as bar:
         for batch in ticks(machines, SEED, replace=False, prefix=prefix):
             if rate:
                 time.sleep(max(0.0, started + sent / rate - time.time()))
             for reading in batch:
                 reading["timestamp"] = time.time()
-            post(client, url, batch)
+            if len(in_flight) == senders:
+                in_flight.popleft().result()
+            in_flight.append(pool.submit(send, batch))
             sent += len(batch)
             bar.update(len(batch))
+        for future in in_flight:
+            future.result()
         ingested = time.time()
         wait_until(lambda: applied(ports["alerts"]) - baseline >= expected, "every prediction applied", 1800)
     finished = time.time()
@@ -172,6 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--machines", type=int, default=30, help="machines per phase, each run until it fails")
     parser.add_argument("--pace", type=float, default=0.6, help="paced rate as a fraction of the saturated rate")
+    parser.add_argument("--senders", type=int, default=4, help="batches posted at once")
     parser.add_argument("--bulk-only", action="store_true", help="skip the mode with one publish per reading")
     args = parser.parse_args()
     results = {}
@@ -181,9 +199,13 @@ def main() -> None:
             stack, urls, ports = start_pipeline(Path(work), bulk)
             os.environ["DAPR_API_TOKEN"] = stack.dapr_api_token
             try:
-                saturated = run_phase(stack, urls, ports, args.machines, "sat-", None, f"{mode}: saturation")
+                saturated = run_phase(
+                    stack, urls, ports, args.machines, args.senders, "sat-", None, f"{mode}: saturation"
+                )
                 rate = saturated["end_to_end_readings_per_s"] * args.pace
-                paced = run_phase(stack, urls, ports, args.machines, "paced-", rate, f"{mode}: paced at {rate:.0f}/s")
+                paced = run_phase(
+                    stack, urls, ports, args.machines, args.senders, "paced-", rate, f"{mode}: paced at {rate:.0f}/s"
+                )
                 paced["offered_readings_per_s"] = round(rate, 1)
             finally:
                 stack.close()

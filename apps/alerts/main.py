@@ -93,13 +93,13 @@ class MachinePredictions(BaseModel):
 
 
 @router.post("/events/predictions", include_in_schema=False)
-async def on_predictions(request: Request, delivery: dict[str, Any] = Body()) -> Any:
+async def on_predictions(request: Request) -> Any:
     """A bulk delivery (components/subscription-predictions.yaml): `{"entries": [{"entryId", "event"}, ...]}`, each
     event one machine's predictions. Each machine's are applied oldest first, in one read and one write of its
     state: a machine is judged by its newest prediction, and events published one after another may be delivered
     side by side."""
     try:
-        events, statuses = bulk.parse(delivery, MachinePredictions, log)
+        events, statuses = bulk.parse(await bulk.read(request), MachinePredictions, log)
     except ValueError as error:
         return bulk.refused(error)
     by_machine: defaultdict[str, list[Prediction]] = defaultdict(list)

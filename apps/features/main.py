@@ -29,14 +29,14 @@ from typing import Any
 
 import httpx
 import numpy as np
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from prometheus_client import Counter
 from pydantic import BaseModel
 from pydantic_settings import SettingsConfigDict
 
 from tandem import bulk
 from tandem.bulk import DROP, RETRY, SUCCESS
-from tandem.fleet import CHANNELS
+from tandem.fleet import CHANNELS, windows_features
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
 from tandem.sidecar import Sidecar, SidecarError
@@ -102,14 +102,14 @@ class Due:
     timestamp: float
     received_at: float  # when the reading that completed its window was received
     covered: list[str]
-    features: np.ndarray
+    values: np.ndarray  # the window's readings, float64 [channels, WINDOW]
 
 
 @router.post("/events/readings", include_in_schema=False)
-async def on_readings(request: Request, delivery: dict[str, Any] = Body()) -> Any:
+async def on_readings(request: Request) -> Any:
     """A bulk delivery: `{"entries": [{"entryId", "event": CloudEvent}, ...]}`; every entry gets its status."""
     try:
-        readings, statuses = bulk.parse(delivery, Reading, log)
+        readings, statuses = bulk.parse(await bulk.read(request), Reading, log)
     except ValueError as error:
         return bulk.refused(error)
     batch: dict[str, dict[str, Reading]] = defaultdict(dict)  # machine -> entry id -> reading
@@ -189,8 +189,8 @@ def due_predictions(machine: str, window: Window, added: Reading) -> list[Due]:
     marked predicted in `window`, which is saved only once their predictions are published."""
     timestamps = {id_: timestamp for timestamp, id_, _ in window.readings}
     made_due = []
-    for reading_id, features, covered in window.due_features():
-        made_due.append(Due(machine, reading_id, timestamps[reading_id], added.received_at, covered, features))
+    for reading_id, values, covered in window.due_windows():
+        made_due.append(Due(machine, reading_id, timestamps[reading_id], added.received_at, covered, values))
         window.predicted.append(reading_id)
     return made_due
 
@@ -208,8 +208,9 @@ async def publish_in_order(sidecar: Sidecar, predictions: list[dict[str, Any]]) 
 
 
 async def predict(sidecar: Sidecar, due: list[Due]) -> list[dict[str, Any]]:
-    """The predictions of the due windows: one row per window in one call to each model."""
-    rows = np.stack([item.features for item in due]).astype(np.float32)
+    """The predictions of the due windows: their features in one pass, one row per window in one call to each
+    model."""
+    rows = windows_features(np.stack([item.values for item in due]))
     (rul, rul_model), (failure, failure_model) = await asyncio.gather(
         infer(sidecar, settings.rul_model, rows), infer(sidecar, settings.failure_model, rows)
     )

@@ -1,7 +1,7 @@
 """One machine's rolling window of readings, as kept in the state store between events.
 
 Readings are kept in timestamp order, so one that arrives late (a redelivery, a retry) still lands where it belongs;
-each reading's prediction is computed from the WINDOW readings ending at it, with tandem.fleet.rolling_features, the
+each reading's prediction is computed from the WINDOW readings ending at it, with tandem.fleet.windows_features, the
 computation the models were trained on, once all of them are there: a late reading can complete the window of a
 later one that came first.
 
@@ -80,16 +80,18 @@ class Window:
             id_ for index, (_, id_, _) in enumerate(self.readings) if index + 1 >= WINDOW and id_ not in self.predicted
         ]
 
-    def due_features(self) -> list[tuple[str, np.ndarray, list[str]]]:
-        """For each due reading, oldest first: its id, the feature vector of the WINDOW readings ending at it, and
-        their ids; all computed in one pass over the kept readings."""
+    def due_windows(self) -> list[tuple[str, np.ndarray, list[str]]]:
+        """For each due reading, oldest first: its id, the values of the WINDOW readings ending at it (float64
+        [channels, WINDOW], as tandem.fleet.windows_features takes them), and their ids."""
         due = set(self.due())
         if not due:
             return []
-        rows = rolling_features(np.array([values for _, _, values in self.readings], dtype=np.float64))
+        history = np.array([values for _, _, values in self.readings], dtype=np.float64)
         ids = [id_ for _, id_, _ in self.readings]
         return [
-            (id_, rows[end + 1 - WINDOW], ids[end + 1 - WINDOW : end + 1]) for end, id_ in enumerate(ids) if id_ in due
+            (id_, history[end + 1 - WINDOW : end + 1].T, ids[end + 1 - WINDOW : end + 1])
+            for end, id_ in enumerate(ids)
+            if id_ in due
         ]
 
     def features(self, reading_id: str) -> tuple[np.ndarray, list[str]] | None:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import paho.mqtt.client as mqtt
 
 from tandem import fleet
@@ -64,7 +65,9 @@ def post(client: httpx.Client, url: str, batch: list[dict[str, Any]], patience: 
     delay = 0.1
     while True:
         try:
-            response = client.post(url, json={"readings": batch})
+            # orjson: a fleet's batches back to back are the simulator's own CPU, taken from the pipeline it feeds.
+            body = orjson.dumps({"readings": batch})
+            response = client.post(url, content=body, headers={"content-type": "application/json"})
             if response.status_code < 300:
                 return
             if response.status_code < 500:

@@ -5,6 +5,8 @@ processed: it is dropped (to the subscription's dead-letter topic), the rest of 
 import logging
 from typing import Any, TypeVar
 
+import orjson
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
@@ -12,10 +14,20 @@ M = TypeVar("M", bound=BaseModel)
 SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
 
 
-def parse(delivery: dict[str, Any], model: type[M], log: logging.Logger) -> tuple[list[tuple[str, M]], dict[str, str]]:
+async def read(request: Request) -> Any:
+    """The body of a delivery, decoded with orjson: a delivery holds hundreds of events, and the standard library's
+    decoder (FastAPI's for a Body parameter) was the largest part of reading one. Raises ValueError when the body
+    is not JSON."""
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"the body is not JSON: {error}") from None
+
+
+def parse(delivery: Any, model: type[M], log: logging.Logger) -> tuple[list[tuple[str, M]], dict[str, str]]:
     """The delivery's events that are `model`s, with their entry ids, and DROP for each entry whose event is not.
     Raises ValueError when the body is no bulk delivery at all."""
-    entries = delivery.get("entries")
+    entries = delivery.get("entries") if isinstance(delivery, dict) else None
     if not isinstance(entries, list):
         raise ValueError("expected a bulk delivery: an object with a list of entries")
     events, statuses = [], {}

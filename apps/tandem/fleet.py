@@ -183,7 +183,12 @@ def rolling_features(history: np.ndarray) -> np.ndarray:
     history = np.asarray(history, dtype=np.float64)
     if len(history) < WINDOW:
         return np.empty((0, len(FEATURES)), dtype=np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(history, WINDOW, axis=0)  # [rows, channels, WINDOW]
+    return windows_features(np.lib.stride_tricks.sliding_window_view(history, WINDOW, axis=0))
+
+
+def windows_features(windows: np.ndarray) -> np.ndarray:
+    """Features (float32 [rows, len(FEATURES)]) of windows given as float64 [rows, channels, WINDOW], each a
+    window's readings oldest first: one pass for any number of windows, of one machine or of many."""
     centred_cycle = np.arange(WINDOW) - (WINDOW - 1) / 2
     slope_weights = centred_cycle / np.sum(centred_cycle**2)  # slope = sum(weights * values) for a least-squares line
     statistics = np.stack([windows[..., -1], windows.mean(axis=-1), windows @ slope_weights], axis=-1)

@@ -15,6 +15,15 @@ from alerts import main
 from tandem.sidecar import Sidecar
 
 
+def delivering(sidecar: Sidecar, body: bytes) -> SimpleNamespace:
+    """A request of the sidecar's delivering `body`, as the handler sees it."""
+
+    async def read() -> bytes:
+        return body
+
+    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)), body=read)
+
+
 class FakeStore:
     def __init__(self):
         self.state: dict[str, tuple[object, int]] = {}
@@ -58,9 +67,8 @@ class FakeStore:
 
     def deliver(self, events: list) -> dict[str, str]:
         sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(self.handle))
-        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
         entries = [{"entryId": str(index), "event": {"data": event}} for index, event in enumerate(events)]
-        answer = asyncio.run(main.on_predictions(request, {"entries": entries}))  # type: ignore[arg-type]
+        answer = asyncio.run(main.on_predictions(delivering(sidecar, json.dumps({"entries": entries}).encode())))  # type: ignore[arg-type]
         return {status["entryId"]: status["status"] for status in answer["statuses"]}
 
 
@@ -115,6 +123,7 @@ def test_bad_entries_are_dropped_alone():
 def test_a_body_without_entries_is_refused():
     store = FakeStore()
     sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(store.handle))
-    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
-    answer = asyncio.run(main.on_predictions(request, {"data": of("m", [prediction("m", 0, 0.1)])}))  # type: ignore[arg-type]
+    answer = asyncio.run(
+        main.on_predictions(delivering(sidecar, json.dumps({"data": of("m", [prediction("m", 0, 0.1)])}).encode()))
+    )  # type: ignore[arg-type]
     assert answer.status_code == 400

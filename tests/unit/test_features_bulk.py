@@ -2,7 +2,8 @@
 publish, the models' OIP infer): a delivery of many readings gives exactly the predictions of the same readings one
 at a time; bad entries are dropped alone; a window saved by another writer meanwhile is read again and nothing of
 either writer is lost; readings the models refuse are dropped alone, the others of the delivery pass.
-Bad inputs tried: an event that is not a reading, a reading without one channel, a body without entries."""
+Bad inputs tried: an event that is not a reading, a reading without one channel, a body without entries, a body
+that is not JSON."""
 
 import asyncio
 import json
@@ -17,6 +18,15 @@ import pytest
 from features import main
 from tandem import fleet
 from tandem.sidecar import Sidecar
+
+
+def delivering(sidecar: Sidecar, body: bytes) -> SimpleNamespace:
+    """A request of the sidecar's delivering `body`, as the handler sees it."""
+
+    async def read() -> bytes:
+        return body
+
+    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)), body=read)
 
 
 class FakeSidecar:
@@ -86,9 +96,8 @@ class FakeSidecar:
     def deliver(self, events: list[Any]) -> dict[str, str]:
         """One bulk delivery of `events` (CloudEvent data); the status of each, by index."""
         sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(self.handle))
-        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
         entries = [{"entryId": str(index), "event": {"data": event}} for index, event in enumerate(events)]
-        answer = asyncio.run(main.on_readings(request, {"entries": entries}))  # type: ignore[arg-type]
+        answer = asyncio.run(main.on_readings(delivering(sidecar, json.dumps({"entries": entries}).encode())))  # type: ignore[arg-type]
         return {status["entryId"]: status["status"] for status in answer["statuses"]}
 
 
@@ -153,8 +162,7 @@ def test_bad_entries_are_dropped_alone():
 def test_a_body_without_entries_is_refused():
     fake = FakeSidecar()
     sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(fake.handle))
-    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sidecar=sidecar)))
-    answer = asyncio.run(main.on_readings(request, {"data": readings(1, 1)[0]}))  # type: ignore[arg-type]
+    answer = asyncio.run(main.on_readings(delivering(sidecar, json.dumps({"data": readings(1, 1)[0]}).encode())))  # type: ignore[arg-type]
     assert answer.status_code == 400
     assert b"entries" in answer.body
 
@@ -192,3 +200,11 @@ def test_readings_the_models_refuse_are_dropped_alone(batch: bool):
     assert statuses["29"] == "DROP"  # m1:30 completes the window the models refuse
     assert {status for index, status in statuses.items() if index != "29"} == {"SUCCESS"}
     assert {p["reading"] for p in fake.published} == {"m1:31", "m2:30"}
+
+
+def test_a_body_that_is_not_json_is_refused():
+    fake = FakeSidecar()
+    sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(fake.handle))
+    answer = asyncio.run(main.on_readings(delivering(sidecar, b"{entries")))  # type: ignore[arg-type]
+    assert answer.status_code == 400
+    assert b"not JSON" in answer.body

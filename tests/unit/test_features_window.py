@@ -97,20 +97,20 @@ def test_a_reading_delivered_again_after_it_left_the_window_changes_nothing():
     assert window.count == 120
 
 
-def test_each_due_reading_gets_the_features_of_its_own_window_in_one_pass():
+def test_the_due_windows_of_a_machine_give_the_training_features_in_one_pass():
     readings = machine_readings(45)
     window = Window()
     for reading in readings[:28] + [readings[29]]:  # the 29th comes after the 30th
         window.add(*reading)
-    assert window.due_features() == []
+    assert window.due_windows() == []
     for reading in [readings[28], *readings[30:36]]:
         window.add(*reading)
     history = np.array([[values[c] for c in fleet.CHANNELS] for _, _, values in readings])
     expected = fleet.rolling_features(history)
-    due = window.due_features()
+    due = window.due_windows()
     assert [reading_id for reading_id, _, _ in due] == [f"m:{cycle}" for cycle in range(30, 37)]
-    for row, (reading_id, vector, covered) in enumerate(due):
-        np.testing.assert_array_equal(vector, expected[row])
+    np.testing.assert_array_equal(fleet.windows_features(np.stack([values for _, values, _ in due])), expected[:7])
+    for row, (reading_id, _, covered) in enumerate(due):
         assert covered == [r[0] for r in readings[row : row + fleet.WINDOW]]
         assert covered[-1] == reading_id
 
