@@ -1,15 +1,17 @@
 """The maintenance pipeline end to end: sustained readings per second, with and without bulk publish, and the
 latency from a reading to its prediction and to the alert it opens.
 
-    python bench/pipeline.py [--machines 30] [--rates 0.6]
+    python bench/pipeline.py [--machines 30] [--lives 3] [--pace 0.6] [--senders 4] [--bulk-only]
 
 For each mode (bulk publish on, then off) it starts a fresh stack on free ports (Redis, regression, features, alerts,
 sensors, each app beside its daprd, as `make run` does) and runs two phases on fresh machines of the seeded fleet:
-- saturation: one batch per tick (a reading of every machine) posted back to back through the sensors sidecar;
+- saturation: one batch per tick (a reading of every machine) posted through the sensors sidecar as fast as it is
+  accepted, `--senders` (4) batches at once;
   ingest is readings accepted per second, end to end is readings per second until alerts applied the last prediction;
 - paced: the same at a fraction of the end-to-end rate just measured, so no backlog grows; latency is from sensors
   accepting a reading to alerts applying its prediction (every reading, from the alerts service's histogram) and to
   the alert it opens (every alert, exact).
+Each phase also gives the CPU every process of the stack (and the benchmark's own) used per reading.
 Writes bench/results/pipeline.{json,md} and, with the plot venv of bench/setup.sh, pipeline.png.
 """
 
@@ -18,6 +20,7 @@ import collections
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -123,16 +126,22 @@ def cpu_seconds(stack: Stack) -> dict[str, float]:
         return used.get(pid, 0.0) + sum(tree(child) for child, parent in parents.items() if parent == pid)
 
     used_here = {"bench client": time.process_time()}  # this process: it posts the readings
-    return used_here | {process.name: tree(process.popen.pid) for process in stack.processes}
+    # A sidecar's process is named daprd-<app id>-<suffix of this stack>: keep what says whose it is.
+    names = {process.name: re.sub(r"^daprd-([a-z]+)-.*", r"daprd \1", process.name) for process in stack.processes}
+    return used_here | {names[process.name]: tree(process.popen.pid) for process in stack.processes}
 
 
-def run_phase(stack, urls, ports, machines: int, senders: int, prefix: str, rate: float | None, label: str) -> dict:
-    """Feeds `machines` machines to failure (all as fast as accepted, or `rate` readings/s) from `senders` clients
-    at once; waits for the end."""
-    expected = sum(
-        fleet.make_machine(SEED, FIRST_UNSEEN + slot).lifetime - fleet.WINDOW + 1 for slot in range(machines)
-    )
-    total = sum(fleet.make_machine(SEED, FIRST_UNSEEN + slot).lifetime for slot in range(machines))
+def run_phase(
+    stack, urls, ports, machines: int, lives: int, senders: int, prefix: str, rate: float | None, label: str
+) -> dict:
+    """Feeds `machines` slots, each `lives` machines to failure one after the other (all as fast as accepted, or
+    `rate` readings/s), from `senders` clients at once; waits for the end."""
+    # A slot's machines follow each other under one name, so its window stays full from one to the next.
+    per_slot = [
+        sum(fleet.make_machine(SEED, FIRST_UNSEEN + slot + life * machines).lifetime for life in range(lives))
+        for slot in range(machines)
+    ]
+    expected, total = sum(readings - fleet.WINDOW + 1 for readings in per_slot), sum(per_slot)
     baseline, before = applied(ports["alerts"]), scrape(ports["alerts"])
     cpu_before = cpu_seconds(stack)
     url = f"{urls['sensors']}/readings"
@@ -149,7 +158,7 @@ def run_phase(stack, urls, ports, machines: int, senders: int, prefix: str, rate
     in_flight: collections.deque[Future] = collections.deque()
     started = time.time()
     with ThreadPoolExecutor(senders) as pool, tqdm(total=total, desc=label, unit="reading") as bar:
-        for batch in ticks(machines, SEED, replace=False, prefix=prefix):
+        for batch in ticks(machines, SEED, replace=False, prefix=prefix, lives=lives):
             if rate:
                 time.sleep(max(0.0, started + sent / rate - time.time()))
             for reading in batch:
@@ -189,6 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--machines", type=int, default=30, help="machines per phase, each run until it fails")
     parser.add_argument("--pace", type=float, default=0.6, help="paced rate as a fraction of the saturated rate")
+    parser.add_argument("--lives", type=int, default=3, help="machines per slot, one after the other")
     parser.add_argument("--senders", type=int, default=4, help="batches posted at once")
     parser.add_argument("--bulk-only", action="store_true", help="skip the mode with one publish per reading")
     args = parser.parse_args()
@@ -200,11 +210,19 @@ def main() -> None:
             os.environ["DAPR_API_TOKEN"] = stack.dapr_api_token
             try:
                 saturated = run_phase(
-                    stack, urls, ports, args.machines, args.senders, "sat-", None, f"{mode}: saturation"
+                    stack, urls, ports, args.machines, args.lives, args.senders, "sat-", None, f"{mode}: saturation"
                 )
                 rate = saturated["end_to_end_readings_per_s"] * args.pace
                 paced = run_phase(
-                    stack, urls, ports, args.machines, args.senders, "paced-", rate, f"{mode}: paced at {rate:.0f}/s"
+                    stack,
+                    urls,
+                    ports,
+                    args.machines,
+                    args.lives,
+                    args.senders,
+                    "paced-",
+                    rate,
+                    f"{mode}: paced at {rate:.0f}/s",
                 )
                 paced["offered_readings_per_s"] = round(rate, 1)
             finally:
@@ -215,6 +233,8 @@ def main() -> None:
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "machines_per_phase": args.machines,
+        "lives": args.lives,
+        "senders": args.senders,
         "results": results,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -228,7 +248,9 @@ def markdown(report: dict) -> str:
         "# Maintenance pipeline, end to end",
         "",
         f"{report['date']}, {report['machine']}; `python bench/pipeline.py`. Each phase runs "
-        f"{report['machines_per_phase']} machines of the seeded fleet until they fail; every app beside its daprd, "
+        f"{report['machines_per_phase']} slots of the seeded fleet, each {report['lives']} machines in a row until "
+        f"they fail, posted by "
+        f"{report['senders']} senders at once; every app beside its daprd, "
         "Redis Streams and the Redis state store between them. Compare the two modes rather than absolute figures "
         "across machines.",
         "",
@@ -246,14 +268,26 @@ def markdown(report: dict) -> str:
         )
     lines += [
         "",
-        "Ingest: readings the sensors service accepted per second, batches of one reading per machine posted back to "
-        "back. End to end: readings per second until the alerts service applied the last prediction (features and "
-        "alerts take up to 100 events per delivery; features calls each maintenance model once per delivery). "
+        "Ingest: readings the sensors service accepted per second, batches of one reading per machine, as many at "
+        "once as there are senders. End to end: readings per second until the alerts service applied the last prediction (features takes "
+        "up to 500 readings and alerts up to 100 events per delivery; features calls each maintenance model once per "
+        "delivery). "
         "Latencies from the paced phase: from "
         "sensors accepting a reading to alerts applying its prediction (every reading; interpolated in the alerts "
         "service's histogram buckets), and to the alert it opens (one per machine, exact).",
         "",
+        "CPU per reading by process (milliseconds, saturation phase; two cores give 1,000 ms/s each):",
+        "",
     ]
+    for mode, phases in report["results"].items():
+        cpu = phases["saturation"]["cpu_ms_per_reading"]
+        names = sorted(cpu, key=lambda name: -cpu[name])
+        lines += [
+            f"| {mode} | " + " | ".join(names) + " | all |",
+            "|---|" + "---|" * (len(names) + 1),
+            "| ms per reading | " + " | ".join(f"{cpu[name]:.3f}" for name in names) + f" | {sum(cpu.values()):.3f} |",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -13,7 +13,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ from pydantic_settings import SettingsConfigDict
 
 from tandem import bulk
 from tandem.bulk import RETRY, SUCCESS
+from tandem.group import GroupCommit
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
 from tandem.sidecar import Sidecar, SidecarError
@@ -62,7 +62,6 @@ READING_TO_PREDICTION_SECONDS = Histogram(
     "Time from the sensors service accepting a reading to its prediction applied by alerts",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
-machine_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 router = APIRouter(tags=["Alerts"])
 
 
@@ -107,15 +106,27 @@ async def on_predictions(request: Request) -> Any:
         by_machine[event.machine] += event.predictions
     entry_ids = [entry_id for entry_id, _ in events]
     try:
-        async with AsyncExitStack() as locks:
-            for machine in sorted(by_machine):  # always in the same order: two deliveries never wait for each other
-                await locks.enter_async_context(machine_locks[machine])
-            await apply(request.app.state.sidecar, by_machine)
+        if by_machine:
+            await deliveries.submit((request.app.state.sidecar, by_machine))
         statuses |= dict.fromkeys(entry_ids, SUCCESS)
     except (SidecarError, httpx.TransportError) as error:
         log.warning("retrying the predictions of %d machines: %s", len(by_machine), error)
         statuses |= dict.fromkeys(entry_ids, RETRY)
     return bulk.answer(statuses)
+
+
+async def apply_deliveries(batches: list[tuple[Sidecar, dict[str, list[Prediction]]]]) -> list[None]:
+    """The deliveries that waited, applied as one."""
+    merged: defaultdict[str, list[Prediction]] = defaultdict(list)
+    for _, by_machine in batches:
+        for machine, predictions in by_machine.items():
+            merged[machine] += predictions
+    await apply(batches[0][0], merged)
+    return [None] * len(batches)
+
+
+# One run at a time in this process, each taking every delivery that waited (ETags keep replicas apart).
+deliveries = GroupCommit(apply_deliveries)
 
 
 async def apply(sidecar: Sidecar, batch: dict[str, list[Prediction]]) -> list[Change]:

@@ -1,8 +1,9 @@
 """The features service: turns each reading into a prediction of the machine's remaining useful life and failure.
 
-Subscribed to `readings` in bulk (components/subscription-readings.yaml): the sidecar hands over up to a hundred
-readings at a time, and the whole delivery costs a handful of sidecar calls however many readings it holds. For a
-delivery, in this order, so that nothing is lost and a redelivery changes nothing:
+Subscribed to `readings` in bulk (components/subscription-readings.yaml): the sidecar hands over up to 500
+readings at a time, and the whole delivery costs a handful of sidecar calls however many readings it holds;
+deliveries that arrive while one is processed are processed together, as one (tandem.group). For a delivery, in
+this order, so that nothing is lost and a redelivery changes nothing:
 1. read the windows of its machines from the state store in one call (with their ETags); a reading id already in
    its window is done;
 2. for each reading whose window is full now and has no prediction yet (a reading of the delivery, or a later one
@@ -22,7 +23,6 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,7 @@ from pydantic_settings import SettingsConfigDict
 from tandem import bulk
 from tandem.bulk import DROP, RETRY, SUCCESS
 from tandem.fleet import CHANNELS, windows_features
+from tandem.group import GroupCommit
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
 from tandem.sidecar import Sidecar, SidecarError
@@ -89,8 +90,8 @@ READINGS = Counter(
     "duplicate, conflict (another replica saved the window first: read again)",
     ["outcome"],
 )
-# One delivery per machine at a time in this process; ETags keep replicas from overwriting each other.
-machine_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+# A reading of a delivery: (the delivery's place among those processed together, its entry id).
+Entry = tuple[int, str]
 
 
 @dataclass
@@ -119,31 +120,46 @@ async def on_readings(request: Request) -> Any:
             statuses[entry_id] = DROP
             continue
         batch[reading.machine][entry_id] = reading
-    async with AsyncExitStack() as locks:
-        for machine in sorted(batch):  # always in the same order: two deliveries never wait for each other
-            await locks.enter_async_context(machine_locks[machine])
-        statuses |= await process_or_split(request.app.state.sidecar, batch)
+    if batch:
+        statuses |= await deliveries.submit((request.app.state.sidecar, batch))
     return bulk.answer(statuses)
 
 
-async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[str, Reading]]) -> dict[str, str]:
-    """Statuses by entry id. When the models refuse a batch's features, each reading is tried alone, so that only
+async def process_deliveries(batches: list[tuple[Sidecar, dict[str, dict[str, Reading]]]]) -> list[dict[str, str]]:
+    """The deliveries that waited, processed as one: statuses by entry id, per delivery."""
+    merged: dict[str, dict[Entry, Reading]] = defaultdict(dict)
+    for index, (_, batch) in enumerate(batches):
+        for machine, readings in batch.items():
+            for entry_id, reading in readings.items():
+                merged[machine][index, entry_id] = reading
+    statuses: list[dict[str, str]] = [{} for _ in batches]
+    for (index, entry_id), status in (await process_or_split(batches[0][0], merged)).items():
+        statuses[index][entry_id] = status
+    return statuses
+
+
+# One run at a time in this process, each taking every delivery that waited (ETags keep replicas apart).
+deliveries = GroupCommit(process_deliveries)
+
+
+async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[Entry, Reading]]) -> dict[Entry, str]:
+    """Statuses by entry. When the models refuse a batch's features, each reading is tried alone, so that only
     the one they refuse is dropped."""
-    entry_ids = [entry_id for readings in batch.values() for entry_id in readings]
+    entries = [entry for readings in batch.values() for entry in readings]
     try:
         await process(sidecar, {machine: list(readings.values()) for machine, readings in batch.items()})
-        return dict.fromkeys(entry_ids, SUCCESS)
+        return dict.fromkeys(entries, SUCCESS)
     except Unprocessable as error:
-        if len(entry_ids) == 1:
-            log.error("dead-lettering entry %s: %s", entry_ids[0], error)
-            return {entry_ids[0]: DROP}
+        if len(entries) == 1:
+            log.error("dead-lettering entry %s: %s", entries[0][1], error)
+            return {entries[0]: DROP}
     except (SidecarError, httpx.TransportError) as error:
-        log.warning("retrying %d readings: %s", len(entry_ids), error)
-        return dict.fromkeys(entry_ids, RETRY)
-    statuses: dict[str, str] = {}
+        log.warning("retrying %d readings: %s", len(entries), error)
+        return dict.fromkeys(entries, RETRY)
+    statuses: dict[Entry, str] = {}
     for machine, readings in batch.items():  # in order within a machine: its window advances one reading at a time
-        for entry_id, reading in readings.items():
-            statuses |= await process_or_split(sidecar, {machine: {entry_id: reading}})
+        for entry, reading in readings.items():
+            statuses |= await process_or_split(sidecar, {machine: {entry: reading}})
     return statuses
 
 

@@ -31,10 +31,11 @@ FIRST_UNSEEN = 200
 
 
 def ticks(
-    machines: int, seed: int, replace: bool, first: int = FIRST_UNSEEN, prefix: str = "machine-"
+    machines: int, seed: int, replace: bool, first: int = FIRST_UNSEEN, prefix: str = "machine-", lives: int = 1
 ) -> Iterator[list[dict[str, Any]]]:
     """Per tick, the readings of every running machine (without timestamps); ends when all failed (never, with
-    `replace`). Slot s is named `<prefix><s>` and runs fleet machines first + s, first + s + N, first + s + 2N, ..."""
+    `replace`). Slot s is named `<prefix><s>` and runs fleet machines first + s, first + s + N, first + s + 2N, ...:
+    `lives` of them one after the other, or without end with `replace`."""
     generations = [0] * machines
     running: dict[int, Iterator[fleet.Reading]] = {
         slot: fleet.readings(fleet.make_machine(seed, first + slot)) for slot in range(machines)
@@ -52,7 +53,7 @@ def ticks(
             )
             if reading.failed:
                 del running[slot]
-                if replace:
+                if replace or generations[slot] + 1 < lives:
                     generations[slot] += 1
                     replacement = first + slot + generations[slot] * machines
                     running[slot] = fleet.readings(fleet.make_machine(seed, replacement))

@@ -95,10 +95,24 @@ class FakeSidecar:
 
     def deliver(self, events: list[Any]) -> dict[str, str]:
         """One bulk delivery of `events` (CloudEvent data); the status of each, by index."""
+        (statuses,) = self.deliver_at_once([events])
+        return statuses
+
+    def deliver_at_once(self, deliveries: list[list[Any]]) -> list[dict[str, str]]:
+        """Bulk deliveries handed to features side by side; the status of each event, by index, per delivery."""
         sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(self.handle))
-        entries = [{"entryId": str(index), "event": {"data": event}} for index, event in enumerate(events)]
-        answer = asyncio.run(main.on_readings(delivering(sidecar, json.dumps({"entries": entries}).encode())))  # type: ignore[arg-type]
-        return {status["entryId"]: status["status"] for status in answer["statuses"]}
+
+        async def handle(events: list[Any]) -> Any:
+            entries = [{"entryId": str(index), "event": {"data": event}} for index, event in enumerate(events)]
+            return await main.on_readings(delivering(sidecar, json.dumps({"entries": entries}).encode()))  # type: ignore[arg-type]
+
+        async def all_at_once() -> list[Any]:
+            return await asyncio.gather(*(handle(events) for events in deliveries))
+
+        return [
+            {status["entryId"]: status["status"] for status in answer["statuses"]}
+            for answer in asyncio.run(all_at_once())
+        ]
 
 
 def readings(machine_id: int, count: int) -> list[dict]:
@@ -200,6 +214,22 @@ def test_readings_the_models_refuse_are_dropped_alone(batch: bool):
     assert statuses["29"] == "DROP"  # m1:30 completes the window the models refuse
     assert {status for index, status in statuses.items() if index != "29"} == {"SUCCESS"}
     assert {p["reading"] for p in fake.published} == {"m1:31", "m2:30"}
+
+
+def test_deliveries_that_arrive_together_are_processed_as_one_and_each_gets_its_own_statuses():
+    """Entry ids are a delivery's own: the same ids in two deliveries are two readings."""
+    one_by_one = FakeSidecar()
+    for event in readings(1, 40) + readings(2, 40):
+        one_by_one.deliver([event])
+    together = FakeSidecar()
+    together.deliver(readings(1, 35) + readings(2, 35))
+    calls_before = together.infer_calls
+    not_a_reading = {"machine": "m1"}
+    first, second = together.deliver_at_once([readings(1, 40)[35:] + [not_a_reading], readings(2, 40)[35:]])
+    assert first == {"0": "SUCCESS", "1": "SUCCESS", "2": "SUCCESS", "3": "SUCCESS", "4": "SUCCESS", "5": "DROP"}
+    assert second == {str(index): "SUCCESS" for index in range(5)}
+    assert together.infer_calls - calls_before == 2  # one call per model for both deliveries
+    assert predictions(together) == predictions(one_by_one)
 
 
 def test_a_body_that_is_not_json_is_refused():
