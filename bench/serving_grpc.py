@@ -1,11 +1,13 @@
-"""The Open Inference Protocol over gRPC, against raw onnxruntime and Tandem's own REST JSON in the same run.
+"""The Open Inference Protocol over gRPC and REST with binary tensors, against raw onnxruntime and Tandem's own REST
+JSON in the same run, for every benchmark model.
 
-    python -m bench.serving_grpc [--models diabetes nsfw] [--concurrency 1 8 32] [--seconds S] [--warmup W]
+    python -m bench.serving_grpc [--models diabetes minilm nsfw] [--concurrency 1 8 32] [--seconds S] [--warmup W]
                                  [--rounds R] [--out bench/results]
 
 For each model, Tandem's service with only that model (nsfw through its plain tensor interface, as in
 bench.serving) beside its two sidecars and the gateway beside its own, then --rounds interleaved rounds of: raw
-onnxruntime in-process at batch 1 (bench/raw.py), REST JSON directly (hey), and gRPC with raw_input_contents
+onnxruntime in-process at batch 1 (bench/raw.py), REST JSON and REST with the binary tensor extension (inputs
+and outputs) directly (hey), and gRPC with raw_input_contents
 (bench/grpc_load.py) directly, through the service's gRPC sidecar and through the gateway, at each concurrency.
 Servers run on core 0, the load generators on core 1; each case is the median of its rounds, with the CPU time the
 serving processes spent per answered request. Every path's answer is checked against onnxruntime's first.
@@ -48,9 +50,10 @@ from bench.serving import (
 from bench.workloads import WORKLOADS, Workload, load
 from tandem.grpc_protocol import SERVICE as GRPC_SERVICE
 from tandem.grpc_protocol import message
+from tandem.protocol import tensor_bytes
 from tests.integration.stack import ROOT, Process, Sidecar, Stack, environment
 
-SECONDS = {"diabetes": 4.0, "nsfw": 8.0}
+SECONDS = {"diabetes": 4.0, "minilm": 6.0, "nsfw": 8.0}
 # The goal of issue 14: nsfw over gRPC at batch 1 at least this share of raw onnxruntime's rate.
 GOAL = 0.85
 
@@ -68,8 +71,38 @@ def grpc_request(workload: Workload) -> bytes:
     rows = workload.rows(1)
     request = message("ModelInferRequest")(model_name=workload.name)
     request.inputs.add(name=workload.input_name, datatype=workload.datatype, shape=rows.shape)
-    request.raw_input_contents.append(np.ascontiguousarray(rows, rows.dtype.newbyteorder("<")).tobytes())
+    request.raw_input_contents.append(tensor_bytes(rows, workload.datatype))
     return request.SerializeToString()
+
+
+def rest_binary_request(workload: Workload) -> tuple[bytes, int]:
+    """One row as REST with the binary tensor extension, both ways (as tritonclient.http sends it by default):
+    the body, and the length of its JSON header."""
+    rows = workload.rows(1)
+    data = tensor_bytes(rows, workload.datatype)
+    tensor = {"name": workload.input_name, "shape": list(rows.shape), "datatype": workload.datatype}
+    header = {
+        "inputs": [tensor | {"parameters": {"binary_data_size": len(data)}}],
+        "parameters": {"binary_data_output": True},
+    }
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    return encoded + data, len(encoded)
+
+
+def check_rest_binary(endpoint: Endpoint, body: bytes, expected: np.ndarray, workload: Workload) -> None:
+    response = httpx.post(endpoint.url, content=body, headers=endpoint.headers, timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"{endpoint.server} answered {response.status_code}: {response.text[:500]}")
+    length = int(response.headers["inference-header-content-length"])
+    answer, offset = json.loads(response.content[:length]), length
+    for output in answer["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        if output["name"] == workload.output_name:
+            got = np.frombuffer(response.content[offset : offset + size], dtype="<f4").reshape(expected.shape)
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=f"{endpoint.server} differs")
+            return
+        offset += size
+    raise RuntimeError(f"{endpoint.server} gave no output {workload.output_name}: {answer}")
 
 
 def check_grpc(endpoint: GrpcEndpoint, request: bytes, expected: np.ndarray, workload: Workload) -> None:
@@ -112,7 +145,9 @@ def raw_batch_1(workload: Workload, seconds: float) -> dict:
     return json.loads(output.stdout)["batches"]["1"]
 
 
-def start(work: Path, workload: Workload, repository: Path) -> tuple[Stack, Endpoint, list[GrpcEndpoint]]:
+def start(
+    work: Path, workload: Workload, repository: Path, binary_header_length: int
+) -> tuple[Stack, list[Endpoint], list[GrpcEndpoint]]:
     service = SERVICE[workload.name]
     work.mkdir(exist_ok=True)
     stack = Stack(work)
@@ -127,13 +162,17 @@ def start(work: Path, workload: Workload, repository: Path) -> tuple[Stack, Endp
         raise
     app = next(process for process in stack.processes if process.name == service)
     grpc_sidecar = stack.grpc_sidecars[service]
-    rest = Endpoint(
-        "rest-json-direct",
-        f"http://127.0.0.1:{app_port}/v2/models/{workload.name}/infer",
-        {"dapr-api-token": stack.app_api_token},
-        [app],
-        0.0,
-    )
+    url = f"http://127.0.0.1:{app_port}/v2/models/{workload.name}/infer"
+    rest = [
+        Endpoint("rest-json-direct", url, {"dapr-api-token": stack.app_api_token}, [app], 0.0),
+        Endpoint(
+            "rest-binary-direct",
+            url,
+            {"dapr-api-token": stack.app_api_token, "inference-header-content-length": str(binary_header_length)},
+            [app],
+            0.0,
+        ),
+    ]
     endpoints = [
         GrpcEndpoint(
             "grpc-direct", f"127.0.0.1:{stack.grpc_ports[service]}", {"dapr-api-token": stack.app_api_token}, [app]
@@ -180,27 +219,37 @@ def sidecar_memory(stack: Stack, service: str) -> dict[str, dict[str, float]]:
 def run_model(workload: Workload, args: argparse.Namespace, work: Path, repository: Path, memory: dict) -> list[dict]:
     seconds = args.seconds or SECONDS[workload.name]
     request_file, body_file = work / f"{workload.name}.grpc", work / f"{workload.name}.json"
+    binary_file = work / f"{workload.name}.bin"
     request_file.write_bytes(grpc_request(workload))
     body_file.write_bytes(workload.request())
+    binary_body, header_length = rest_binary_request(workload)
+    binary_file.write_bytes(binary_body)
+    bodies = {"rest-json-direct": body_file, "rest-binary-direct": binary_file}
     expected = load(workload, ROOT / "models")(workload.rows(1))
-    stack, rest, endpoints = start(work / workload.name, workload, repository)
+    stack, rest, endpoints = start(work / workload.name, workload, repository, header_length)
     runs: dict[tuple[str, int | None], list[dict]] = {}
     try:
         for endpoint in endpoints:
             check_grpc(endpoint, request_file.read_bytes(), expected, workload)
+        check_rest_binary(rest[1], binary_body, expected, workload)
         memory[workload.name] = sidecar_memory(stack, SERVICE[workload.name])
         plan = [
             (path, concurrency)
             for _ in range(args.rounds)
-            for path in ("onnxruntime", rest.server, *(endpoint.path for endpoint in endpoints))
+            for path in (
+                "onnxruntime",
+                *(endpoint.server for endpoint in rest),
+                *(endpoint.path for endpoint in endpoints),
+            )
             for concurrency in ([None] if path == "onnxruntime" else args.concurrency)
         ]
         for path, concurrency in tqdm(plan, desc=workload.name, unit="run"):
             if path == "onnxruntime":
                 measured = raw_batch_1(workload, seconds)
                 measured |= {"errors": 0, "rss_mib": 0.0}
-            elif path == rest.server:
-                measured = measure(rest, body_file, concurrency, seconds, args.warmup)
+            elif path in bodies:
+                endpoint = next(endpoint for endpoint in rest if endpoint.server == path)
+                measured = measure(endpoint, bodies[path], concurrency, seconds, args.warmup)
             else:
                 endpoint = next(endpoint for endpoint in endpoints if endpoint.path == path)
                 measured = grpc_measure(endpoint, request_file, concurrency, seconds, args.warmup)
@@ -224,7 +273,7 @@ def summary(cases: list[dict]) -> list[str]:
         own = [case for case in cases if case["model"] == model]
         raw = next(case for case in own if case["path"] == "onnxruntime")
         min_concurrency = min(case["concurrency"] for case in own if case["concurrency"] is not None)
-        for path in ("grpc-direct", "grpc-sidecar", "grpc-gateway", "rest-json-direct"):
+        for path in ("grpc-direct", "grpc-sidecar", "grpc-gateway", "rest-binary-direct", "rest-json-direct"):
             best = max((case for case in own if case["path"] == path), key=lambda case: case["requests_per_s"])
             share = best["requests_per_s"] / raw["requests_per_s"]
             goal = ""

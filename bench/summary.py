@@ -162,7 +162,22 @@ def fuzz(report: dict[str, Any]) -> Iterator[Goal]:
         )
 
 
+# The serving benchmark's models (bench/workloads.py): each is to have gRPC and REST-binary rows.
+BENCHMARK_MODELS = ("diabetes", "minilm", "nsfw")
+
+
 def serving_grpc(report: dict[str, Any]) -> Iterator[Goal]:
+    paths = {model: {case["path"] for case in report["cases"] if case["model"] == model} for model in BENCHMARK_MODELS}
+    missing = [
+        f"{model} {path}" for model in BENCHMARK_MODELS for path in ("grpc-direct", "rest-binary-direct")
+        if path not in paths[model]
+    ]  # fmt: skip
+    yield (
+        "speed",
+        "gRPC and REST-binary rows for every benchmark model (" + ", ".join(BENCHMARK_MODELS) + ")",
+        "missing: " + ", ".join(missing) if missing else "all there",
+        not missing,
+    )
     for model in dict.fromkeys(case["model"] for case in report["cases"]):
         own = [case for case in report["cases"] if case["model"] == model]
         raw = next((case for case in own if case["path"] == "onnxruntime"), None)

@@ -48,16 +48,25 @@ def test_harness_writes_every_case_with_every_field(tmp_path: Path):
 
 
 def test_the_grpc_harness_writes_every_path(tmp_path: Path):
-    """bench.serving_grpc on a tiny setting: raw onnxruntime, REST JSON and the three gRPC paths, each answered
-    (its answer checked against onnxruntime's first) without errors."""
+    """bench.serving_grpc on a tiny setting, for a tensor model and a text one (BYTES): raw onnxruntime, REST JSON,
+    REST with binary tensors and the three gRPC paths, each answered (its answer checked against onnxruntime's
+    first) without errors."""
     subprocess.run([str(ROOT / "bench" / "setup.sh"), "hey"], check=True, timeout=600)
-    command = [sys.executable, "-m", "bench.serving_grpc", "--models", "diabetes", "--rounds", "1"]
+    command = [sys.executable, "-m", "bench.serving_grpc", "--models", "diabetes", "minilm", "--rounds", "1"]
     command += ["--concurrency", "1", "--seconds", "0.5", "--warmup", "0.2", "--out", str(tmp_path), "--no-plot"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((tmp_path / "serving-grpc.json").read_text())
-    paths = {case["path"]: case for case in report["cases"]}
-    assert set(paths) == {"onnxruntime", "rest-json-direct", "grpc-direct", "grpc-sidecar", "grpc-gateway"}
+    paths = {(case["model"], case["path"]): case for case in report["cases"]}
+    every_path = {
+        "onnxruntime",
+        "rest-json-direct",
+        "rest-binary-direct",
+        "grpc-direct",
+        "grpc-sidecar",
+        "grpc-gateway",
+    }
+    assert set(paths) == {(model, path) for model in ("diabetes", "minilm") for path in every_path}
     for path, case in paths.items():
         assert case["requests"] > 0 and case["errors"] == 0, (path, case)
     table = (tmp_path / "serving-grpc.md").read_text()
