@@ -43,8 +43,9 @@ test: setup lint k8s-check edge-runtime
 # Not part of test: serving benchmarks against raw onnxruntime, plain FastAPI and the peer model servers
 # (hey and the peers' venvs go to .bench/, see bench/setup.sh); writes bench/results/serving.{json,md,png};
 # then the gateway's own added latency: bench/results/gateway.{json,md,png}; then what a request costs inside the
-# app, layer by layer: bench/results/hotpath.{json,md}; then nsfw and diabetes over gRPC against raw onnxruntime
-# and REST JSON: bench/results/serving-grpc.{json,md,png}.
+# app, layer by layer: bench/results/hotpath.{json,md}; then every benchmark model over gRPC and REST with binary
+# tensors against raw onnxruntime and REST JSON: bench/results/serving-grpc.{json,md,png}; then the pipelines and
+# the maintenance pipeline; then the summary of every goal.
 bench: setup
 	bench/setup.sh
 	$(BIN)/python -m bench.serving
