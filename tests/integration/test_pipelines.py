@@ -160,7 +160,13 @@ def test_a_run_joins_the_callers_trace(deployment):
         (pipelines, run),
         *((side, name) for side in (pipelines, regression) for name in step_calls),
     }
-    wait_until(lambda: wanted <= spans().keys(), "every span exported", 30)
+    try:
+        wait_until(lambda: wanted <= spans().keys(), "every span exported", 30)
+    except TimeoutError:
+        every = [
+            (span["localEndpoint"]["serviceName"], span["name"], span.get("traceId")) for span in deployment.spans.spans
+        ]
+        raise AssertionError(f"missing {wanted - spans().keys()}; every span collected: {every}") from None
     by_name = spans()
     gateway_call = by_name[(gateway, run)]
     assert gateway_call["parentId"] == "00f067aa0ba902b7"  # the caller's span
