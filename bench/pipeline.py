@@ -40,6 +40,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.serving import cpu_seconds  # noqa: E402
 from sensors.simulate import FIRST_UNSEEN, post, ticks  # noqa: E402
 from tandem import fleet  # noqa: E402
 from tests.integration.stack import Stack, wait_until  # noqa: E402
@@ -110,25 +111,14 @@ def histogram_quantile(before: dict[str, float], after: dict[str, float], quanti
     return lower
 
 
-def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """CPU seconds (user and system) each of the stack's processes has used so far, its descendants included."""
-    ticks_per_second = os.sysconf("SC_CLK_TCK")
-    parents, used = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        pid = int(stat.parent.name)
-        parents[pid], used[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks_per_second
-
-    def tree(pid: int) -> float:
-        return used.get(pid, 0.0) + sum(tree(child) for child, parent in parents.items() if parent == pid)
-
-    used_here = {"bench client": time.process_time()}  # this process: it posts the readings
+def cpu_by_process(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user and system) each of the stack's processes has used so far, its descendants included, and
+    this process's own: it posts the readings."""
     # A sidecar's process is named daprd-<app id>-<suffix of this stack>: keep what says whose it is.
-    names = {process.name: re.sub(r"^daprd-([a-z]+)-.*", r"daprd \1", process.name) for process in stack.processes}
-    return used_here | {names[process.name]: tree(process.popen.pid) for process in stack.processes}
+    used = {
+        re.sub(r"^daprd-([a-z]+)-.*", r"daprd \1", process.name): cpu_seconds([process]) for process in stack.processes
+    }
+    return {"bench client": time.process_time()} | used
 
 
 def run_phase(
@@ -143,7 +133,7 @@ def run_phase(
     ]
     expected, total = sum(readings - fleet.WINDOW + 1 for readings in per_slot), sum(per_slot)
     baseline, before = applied(ports["alerts"]), scrape(ports["alerts"])
-    cpu_before = cpu_seconds(stack)
+    cpu_before = cpu_by_process(stack)
     url = f"{urls['sensors']}/readings"
     headers = {"dapr-api-token": os.environ["DAPR_API_TOKEN"]}
     sent = 0
@@ -173,7 +163,7 @@ def run_phase(
         ingested = time.time()
         wait_until(lambda: applied(ports["alerts"]) - baseline >= expected, "every prediction applied", 1800)
     finished = time.time()
-    cpu_after = cpu_seconds(stack)
+    cpu_after = cpu_by_process(stack)
     after = scrape(ports["alerts"])
     alerts = httpx.get(f"{urls['alerts']}/alerts", headers=headers).json()
     latencies = [alert["latency_seconds"] for alert in alerts if alert["machine"].startswith(prefix)]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tandem.fleet import CHANNELS, WINDOW, rolling_features
+from tandem.fleet import CHANNELS, WINDOW, windows_features
 from tandem.seen import SeenIds
 
 # Readings kept beyond one window, so that a reading up to this many places late still finds its full window.
@@ -87,19 +87,21 @@ class Window:
         if not due:
             return []
         history = np.array([values for _, _, values in self.readings], dtype=np.float64)
-        ids = [id_ for _, id_, _ in self.readings]
         return [
-            (id_, history[end + 1 - WINDOW : end + 1].T, ids[end + 1 - WINDOW : end + 1])
-            for end, id_ in enumerate(ids)
-            if id_ in due
+            (id_, *self._window_ending(history, end)) for end, (_, id_, _) in enumerate(self.readings) if id_ in due
         ]
 
     def features(self, reading_id: str) -> tuple[np.ndarray, list[str]] | None:
         """The feature vector of the WINDOW readings ending at `reading_id`, and their ids; None while there are
         fewer than WINDOW of them (or the reading is too late to have its window here any more)."""
-        position = next((index for index, reading in enumerate(self.readings) if reading[1] == reading_id), None)
-        if position is None or position + 1 < WINDOW:
+        end = next((index for index, reading in enumerate(self.readings) if reading[1] == reading_id), None)
+        if end is None or end + 1 < WINDOW:
             return None
-        window = self.readings[position + 1 - WINDOW : position + 1]
-        vector = rolling_features(np.array([values for _, _, values in window], dtype=np.float64))[0]
-        return vector, [id_ for _, id_, _ in window]
+        history = np.array([values for _, _, values in self.readings], dtype=np.float64)
+        values, covered = self._window_ending(history, end)
+        return windows_features(values[np.newaxis])[0], covered
+
+    def _window_ending(self, history: np.ndarray, end: int) -> tuple[np.ndarray, list[str]]:
+        """The values (float64 [channels, WINDOW]) and ids of the WINDOW kept readings ending at index `end`."""
+        start = end + 1 - WINDOW
+        return history[start : end + 1].T, [id_ for _, id_, _ in self.readings[start : end + 1]]
