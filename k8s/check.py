@@ -137,9 +137,9 @@ def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
 
 
 def dapr_apps(objects: list[dict]) -> dict[str, dict]:
-    """app id -> its Deployment, for every Deployment with an injected sidecar."""
+    """app id -> its Deployment (or StatefulSet), for every one with an injected sidecar."""
     apps = {}
-    for deployment in by_kind(objects, "Deployment").values():
+    for deployment in [*by_kind(objects, "Deployment").values(), *by_kind(objects, "StatefulSet").values()]:
         annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
         if annotations.get("dapr.io/enabled") == "true":
             apps[annotations["dapr.io/app-id"]] = deployment
@@ -250,6 +250,32 @@ def dapr_yaml_errors(objects: list[dict], template: dict, every_app: bool) -> It
                 yield f"{app}: dapr.yaml sets {variable}, the Deployment does not"
 
 
+def _env(workload: dict, app: str) -> dict[str, dict]:
+    container = next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == app)
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def partition_errors(objects: list[dict]) -> Iterator[str]:
+    """sensors and features agree on how many partitions the readings have, and each features replica knows its
+    index and how many there are (tandem.partitions): a StatefulSet's pod index, spec.replicas of them."""
+    apps = dapr_apps(objects)
+    if "sensors" not in apps or "features" not in apps:
+        return
+    features, sensors = _env(apps["features"], "features"), _env(apps["sensors"], "sensors")
+    count = features.get("FEATURES_PARTITIONS", {}).get("value", "1")
+    if sensors.get("SENSORS_PARTITIONS", {}).get("value", "1") != count:
+        yield f"sensors: SENSORS_PARTITIONS is not FEATURES_PARTITIONS ({count})"
+    workload = apps["features"]
+    replicas = workload["spec"].get("replicas", 1)
+    if features.get("FEATURES_REPLICAS", {}).get("value", "1") != str(replicas):
+        yield f"features: FEATURES_REPLICAS is not spec.replicas ({replicas})"
+    if replicas > int(count):
+        yield f"features: {replicas} replicas for {count} partitions leave replicas without readings"
+    index = features.get("FEATURES_REPLICA", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+    if workload["kind"] != "StatefulSet" or index != "metadata.labels['apps.kubernetes.io/pod-index']":
+        yield "features: FEATURES_REPLICA must be a StatefulSet's pod index (label apps.kubernetes.io/pod-index)"
+
+
 def local_resources(edge: bool = False) -> list[dict]:
     """The Dapr resources of local runs (components/), or of the edge stack (dapr/edge/stack.py: the components
     of dapr/edge/components/, the resiliency policies and subscriptions of components/)."""
@@ -317,6 +343,7 @@ def manifest_errors(
     for app, deployment in dapr_apps(objects).items():
         yield from deployment_errors(app, deployment, objects, annotations_known)
     yield from dapr_yaml_errors(objects, template, every_app)
+    yield from partition_errors(objects)
     namespace = namespaces.pop()
     yield from resource_errors(objects, namespace, crds, edge=not every_app)
     yield from registration_errors(objects, namespace)

@@ -1,7 +1,8 @@
 """The features service: turns each reading into a prediction of the machine's remaining useful life and failure.
 
-Subscribed to `readings` in bulk (components/subscription-readings.yaml): the sidecar hands over up to 500
-readings at a time, and the whole delivery costs a handful of sidecar calls however many readings it holds;
+Subscribed to `readings` in bulk (components/subscription-readings.yaml), or, with several replicas, each replica
+to its partitions of it (tandem.partitions): a machine's readings reach one replica. The sidecar hands over up to
+500 readings at a time, and the whole delivery costs a handful of sidecar calls however many readings it holds;
 deliveries that arrive while one is processed are processed together, as one (tandem.group). For a delivery, in
 this order, so that nothing is lost and a redelivery changes nothing:
 1. read the windows of its machines from the state store in one call (with their ETags); a reading id already in
@@ -31,10 +32,10 @@ import httpx
 import numpy as np
 from fastapi import APIRouter, Request
 from prometheus_client import Counter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from tandem import bulk
+from tandem import bulk, partitions
 from tandem.bulk import DROP, RETRY, SUCCESS
 from tandem.fleet import CHANNELS, windows_features
 from tandem.group import GroupCommit
@@ -64,6 +65,19 @@ class FeaturesSettings(AppSettings):
     failure_model: str = "maintenance-failure"
     # Writers that lose an ETag race read again and recompute; after this many losses the delivery is retried later.
     etag_attempts: int = 5
+    # Readings partitioned by machine (tandem.partitions; the sensors service's SENSORS_PARTITIONS): this replica
+    # (0 to replicas - 1, e.g. a StatefulSet's pod index) subscribes to its share of `<readings_topic>.<k>`. With one
+    # partition, the readings topic is subscribed declaratively (components/subscription-readings.yaml).
+    partitions: int = Field(1, ge=1)
+    replica: int = Field(0, ge=0)
+    replicas: int = Field(1, ge=1)
+    readings_topic: str = "readings"
+    dead_letter_topic: str = "readings-dead"
+
+    @model_validator(mode="after")
+    def _replica_reads_partitions(self) -> "FeaturesSettings":
+        partitions.owned(self.replica, self.replicas, self.partitions)  # raises when they do not fit
+        return self
 
 
 settings = FeaturesSettings()
@@ -104,6 +118,24 @@ class Due:
     received_at: float  # when the reading that completed its window was received
     covered: list[str]
     values: np.ndarray  # the window's readings, float64 [channels, WINDOW]
+
+
+@router.get("/dapr/subscribe", include_in_schema=False)
+async def subscribe() -> list[dict[str, Any]]:
+    """This replica's partitions of the readings topic, delivered in bulk as the declarative subscription of the
+    unpartitioned topic is (components/subscription-readings.yaml)."""
+    if settings.partitions == 1:
+        return []
+    return [
+        {
+            "pubsubname": settings.pubsub,
+            "topic": partitions.topic(settings.readings_topic, settings.partitions, index),
+            "routes": {"default": "/events/readings"},
+            "deadLetterTopic": settings.dead_letter_topic,
+            "bulkSubscribe": {"enabled": True, "maxMessagesCount": 500, "maxAwaitDurationMs": 20},
+        }
+        for index in partitions.owned(settings.replica, settings.replicas, settings.partitions)
+    ]
 
 
 @router.post("/events/readings", include_in_schema=False)

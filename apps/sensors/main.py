@@ -7,6 +7,7 @@ broker; a 5xx means "send the batch again" (downstream handlers are idempotent b
 import asyncio
 import math
 import time
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from tandem import partitions
 from tandem.fleet import CHANNELS
 from tandem.protocol import InferenceError
 from tandem.server import make_base_app
@@ -27,6 +29,9 @@ class SensorsSettings(AppSettings):
     port: int = 8004
     pubsub: str = "pubsub"
     topic: str = "readings"
+    # Above 1, each machine's readings go to `<topic>.<k>` (tandem.partitions), so that several features replicas
+    # each read whole machines; features must be given the same number.
+    partitions: int = Field(1, ge=1)
     # One bulk publish per batch; off, every reading is published on its own (the benchmark compares both).
     bulk_publish: bool = True
     max_readings: int = 1000
@@ -93,15 +98,24 @@ router = APIRouter(tags=["Sensor readings"])
 
 @router.post("/readings", status_code=202)
 async def post_readings(request: Request, batch: Batch) -> JSONResponse:
-    """Validates a batch of readings and publishes each to the `readings` topic; 202 once all are accepted."""
+    """Validates a batch of readings and publishes each to the `readings` topic (or its machine's partition of
+    it); 202 once all are accepted."""
     _refuse_duplicates_and_future(batch.readings)
     received_at = time.time()
     events = [{**reading.model_dump(mode="json"), "received_at": received_at} for reading in batch.readings]
     sidecar = request.app.state.sidecar
+    by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        index = partitions.partition(event["machine"], settings.partitions)
+        by_topic[partitions.topic(settings.topic, settings.partitions, index)].append(event)
     if settings.bulk_publish:
-        await sidecar.publish_bulk(settings.pubsub, settings.topic, events)
+        await asyncio.gather(
+            *(sidecar.publish_bulk(settings.pubsub, topic, group) for topic, group in by_topic.items())
+        )
     else:
-        await asyncio.gather(*(sidecar.publish(settings.pubsub, settings.topic, event) for event in events))
+        await asyncio.gather(
+            *(sidecar.publish(settings.pubsub, topic, event) for topic, group in by_topic.items() for event in group)
+        )
     return JSONResponse({"accepted": len(events)}, status_code=202)
 
 

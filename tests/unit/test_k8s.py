@@ -95,7 +95,7 @@ def test_the_release_sidecar_image_or_none_is_caught(base: list[dict], crds: dic
     # The release's daprd has the app-channel race that dapr/runtime/patches mends; without the annotation the
     # injector adds the release's image too.
     broken = copy.deepcopy(base)
-    annotations = find(broken, "Deployment", "features")["spec"]["template"]["metadata"]["annotations"]
+    annotations = find(broken, "StatefulSet", "features")["spec"]["template"]["metadata"]["annotations"]
     annotations["dapr.io/sidecar-image"] = "ghcr.io/dapr/daprd:1.18.2"
     del find(broken, "Deployment", "alerts")["spec"]["template"]["metadata"]["annotations"]["dapr.io/sidecar-image"]
     found = errors(broken, crds, template, dapr)
@@ -246,3 +246,22 @@ def test_a_grpc_app_must_probe_and_serve_its_grpc_port(
     found = errors(broken, crds, template, dapr)
     assert "nlp-grpc: readinessProbe must ask the app's own gRPC health on its port" in found
     assert "nlp-grpc: no <SERVICE>_GRPC_PORT is the app port 8102" in found
+
+
+def test_features_replicas_that_do_not_match_the_partitions_are_caught(crds: dict, template: dict, dapr: Path) -> None:
+    cloud = check.render(str(KUSTOMIZE), ROOT / "k8s" / "overlays" / "cloud")
+    assert check.dapr_apps(cloud)["features"]["spec"]["replicas"] == 2, "the cloud overlay scales features"
+    broken = copy.deepcopy(cloud)
+    find(broken, "StatefulSet", "features")["spec"]["replicas"] = 3
+    sensors = find(broken, "Deployment", "sensors")["spec"]["template"]["spec"]["containers"][0]
+    next(item for item in sensors["env"] if item["name"] == "SENSORS_PARTITIONS")["value"] = "2"
+    found = errors(broken, crds, template, dapr)
+    assert "features: FEATURES_REPLICAS is not spec.replicas (3)" in found
+    assert "sensors: SENSORS_PARTITIONS is not FEATURES_PARTITIONS (4)" in found
+
+    as_deployment = copy.deepcopy(cloud)
+    find(as_deployment, "StatefulSet", "features")["kind"] = "Deployment"
+    assert any(
+        "FEATURES_REPLICA must be a StatefulSet's pod index" in error
+        for error in errors(as_deployment, crds, template, dapr)
+    )

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sensors import main
+from tandem import partitions
 from tandem.fleet import CHANNELS
 from tandem.sidecar import Sidecar
 
@@ -133,3 +134,19 @@ def test_a_body_that_is_not_json_is_refused(app):
     response = client.post("/readings", content=b"machine-0,1,2", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "error" in response.json()
+
+
+def test_with_partitions_each_machines_readings_go_to_its_partition_topic(app, monkeypatch):
+    client, published = app
+    monkeypatch.setattr(main.settings, "partitions", 4)
+    machines = [f"machine-{index}" for index in range(12)]
+    batch = [reading(index, machine=machine, id=f"{machine}:1") for index, machine in enumerate(machines)]
+    assert client.post("/readings", json={"readings": batch}).status_code == 202
+    topics = {}
+    for request in published:
+        topic = request.url.path.removeprefix("/v1.0-alpha1/publish/bulk/pubsub/")
+        topics[topic] = [entry["event"]["machine"] for entry in json.loads(request.content)]
+    expected = {}
+    for machine in machines:
+        expected.setdefault(f"readings.{partitions.partition(machine, 4)}", []).append(machine)
+    assert topics == expected, "one bulk publish per partition, each machine's readings on its own partition"
