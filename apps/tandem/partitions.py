@@ -14,6 +14,8 @@ def partition(machine: str, partitions: int) -> int:
     """The machine's partition: the same in every process and at every start (Python's hash() is not). Not CRC-32:
     it is linear in the bits of its input, so names that differ in their last character (machine-0, machine-1, ...)
     share their low bits and, with 2 or 4 partitions, land on one partition."""
+    if partitions == 1:
+        return 0
     return int.from_bytes(hashlib.blake2b(machine.encode(), digest_size=8).digest(), "big") % partitions
 
 
