@@ -84,9 +84,11 @@ def kill_mid_run(deployment: DurableDeployment, kill, model_repository: Path) ->
     for run in finished:
         assert run["steps"]["s30"]["outputs"]["variable"]["data"][0] == pytest.approx(expected, rel=1e-6)
     calls = deployment.model_calls() - before
-    # Each run's step in flight at the kill may run again (at-least-once); a completed one never does.
-    assert runs * STEPS <= calls <= runs * STEPS + runs, (calls, done_at_kill)
-    assert sum(done_at_kill) < runs * STEPS
+    # A completed step never runs again: a recovery that replayed them would add every step done at the kill, more
+    # than the bound below allows. The step in flight at the kill may run again, at least once: once, in a full
+    # `make test` on a loaded machine, the three runs made 94 calls for their 90 steps, so one step ran twice more.
+    assert 2 * runs < sum(done_at_kill) < runs * STEPS
+    assert runs * STEPS <= calls <= runs * STEPS + 2 * runs, (calls, done_at_kill)
 
 
 def test_kill_9_of_the_pipelines_app_mid_run(deployment: DurableDeployment, model_repository: Path):
