@@ -136,6 +136,16 @@ def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
     return {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == kind}
 
 
+def _container(pod: dict, app: str) -> dict | None:
+    """The container named after the app in a pod template."""
+    return next((c for c in pod["spec"]["containers"] if c["name"] == app), None)
+
+
+def _env(container: dict) -> dict[str, dict]:
+    """A container's environment variables by name."""
+    return {item["name"]: item for item in container.get("env", [])}
+
+
 def dapr_apps(objects: list[dict]) -> dict[str, dict]:
     """app id -> its Deployment (or StatefulSet), for every one with an injected sidecar."""
     apps = {}
@@ -168,13 +178,13 @@ def deployment_errors(app: str, deployment: dict, objects: list[dict], annotatio
         if f"dapr.io/{key}" not in annotations:
             yield f"{app}: annotation dapr.io/{key} is missing"
     port = int(annotations.get("dapr.io/app-port", 0))
-    container = next((c for c in pod["spec"]["containers"] if c["name"] == app), None)
+    container = _container(pod, app)
     if container is None:
         yield f"{app}: no container named {app}"
         return
     if [p["containerPort"] for p in container.get("ports", [])] != [port]:
         yield f"{app}: the container's port is not the app port {port}"
-    env = {item["name"]: item for item in container.get("env", [])}
+    env = _env(container)
     # A gRPC app (a model service's gRPC app id) serves the protocol on <SERVICE>_GRPC_PORT, its REST elsewhere.
     grpc_app = annotations.get("dapr.io/app-protocol") == "grpc"
     if grpc_app:
@@ -243,16 +253,10 @@ def dapr_yaml_errors(objects: list[dict], template: dict, every_app: bool) -> It
         for key, value in expected.items():
             if annotations.get(key) != value:
                 yield f"{app}: {key} is {annotations.get(key)!r}, dapr.yaml says {value!r}"
-        container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == app)
-        names = {item["name"] for item in container.get("env", [])}
+        names = set(_env(_container(deployment["spec"]["template"], app)))
         for variable in entry.get("env", {}):
             if variable not in names:
                 yield f"{app}: dapr.yaml sets {variable}, the Deployment does not"
-
-
-def _env(workload: dict, app: str) -> dict[str, dict]:
-    container = next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == app)
-    return {item["name"]: item for item in container.get("env", [])}
 
 
 def partition_errors(objects: list[dict]) -> Iterator[str]:
@@ -261,7 +265,8 @@ def partition_errors(objects: list[dict]) -> Iterator[str]:
     apps = dapr_apps(objects)
     if "sensors" not in apps or "features" not in apps:
         return
-    features, sensors = _env(apps["features"], "features"), _env(apps["sensors"], "sensors")
+    features = _env(_container(apps["features"]["spec"]["template"], "features"))
+    sensors = _env(_container(apps["sensors"]["spec"]["template"], "sensors"))
     count = features.get("FEATURES_PARTITIONS", {}).get("value", "1")
     if sensors.get("SENSORS_PARTITIONS", {}).get("value", "1") != count:
         yield f"sensors: SENSORS_PARTITIONS is not FEATURES_PARTITIONS ({count})"
@@ -490,7 +495,7 @@ def dockerfile_errors(app: str, dockerfile: Path, template: dict, objects: list[
 def volume_errors(where: str, served: str, final: list[tuple[str, str]], pod: dict, app: str) -> Iterator[str]:
     """The repository that `tandem serve <served>` reads is a volume of the pod, filled before the server starts, at
     the path TANDEM_MODEL_REPOSITORY names (in the image and in the Deployment)."""
-    container = next(c for c in pod["spec"]["containers"] if c["name"] == app)
+    container = _container(pod, app)
     if "command" in container or "args" in container:
         yield f"{where}: the Deployment {app} runs another command than the image's CMD"
     env = dict(re.findall(r"(\w+)=(\S+)", " ".join(args for step, args in final if step == "ENV")))
