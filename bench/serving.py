@@ -8,8 +8,9 @@ in-process at batch 1 and its best batch, a plain FastAPI app, Tandem called dir
 sidecar, KServe's ModelServer, MLServer and BentoML, batching off and on where the server has it.
 Servers run on core 0, the load generator (hey) on core 1. Every server of a model starts, then gets one
 request whose answer is checked against onnxruntime's; then --rounds interleaved rounds, each a warm-up and a
-timed run of every server at every concurrency, so a noisy moment on a shared machine hits every server alike;
-each case reports the median of its rounds. Beside requests/s and latency, each case has the CPU time its serving
+timed run of every server at every concurrency, so a noisy moment on a shared machine hits every server alike
+(a server's batching off and on back to back, their order turned round each round); each case reports the median
+of its rounds. Beside requests/s and latency, each case has the CPU time its serving
 processes spent per answered request, which a busy machine disturbs far less than it disturbs wall-clock rates.
 Writes serving.json and serving.md (and serving.png when the plot venv exists) to --out.
 
@@ -514,11 +515,14 @@ def run_model(run: Run, target: Target, args: argparse.Namespace, results: Resul
     try:
         endpoints = answering(deployments, target, results)
         runs: dict[tuple[str, bool, int], list[dict]] = {}
+        # A server's batching off and on run back to back, in turn first and second: the machine's speed drifts
+        # over seconds, and a ratio of neighbours sees less of it (bench.summary takes the ratio round by round).
+        paired = sorted(endpoints, key=lambda case: (case[1].server, case[0]))
         plan = [
             (c, batching, endpoint)
-            for _ in range(args.rounds)
+            for round_ in range(args.rounds)
             for c in args.concurrency
-            for batching, endpoint in endpoints
+            for batching, endpoint in (paired if round_ % 2 == 0 else paired[::-1])
         ]
         for concurrency, batching, endpoint in tqdm(plan, desc=workload.name, unit="run"):
             measured = measure(endpoint, target.body_file, concurrency, seconds, args.warmup)

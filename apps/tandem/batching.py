@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import BATCH_QUEUE_SECONDS, BATCH_SIZE, BATCHES
+from .metrics import BATCHES
 from .protocol import InferenceError
 from .runner import INLINE_BELOW_SECONDS, Runner
 from .runtime import Model
@@ -94,9 +94,7 @@ class AdaptiveBatcher:
         self.gap: float | None = None
         self.last_arrival: float | None = None
         self.busy = False  # a batch is being gathered or run
-        self.closed = {reason: BATCHES.labels(*labels, reason) for reason in REASONS}
-        self.sizes = BATCH_SIZE.labels(*labels)
-        self.queue_seconds = BATCH_QUEUE_SECONDS.labels(*labels)
+        self.stats = BATCHES.of(*labels, REASONS)
 
     async def predict(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Runs `inputs` (already checked) in the next batch and returns this request's rows of `outputs`."""
@@ -112,9 +110,9 @@ class AdaptiveBatcher:
         if not self.busy and self.queue.empty() and self.runner.inline(rows):
             # A model cheap enough for the event loop runs to the end before anyone else can arrive, so nobody could
             # join its batch, and the hop through the worker would cost more than the call (bench/results/hotpath.md).
-            self.closed[IDLE].inc()
-            self.sizes.observe(rows)
-            self.queue_seconds.observe(0.0)
+            self.stats.close(IDLE)
+            self.stats.ran(rows)
+            self.stats.waited(0.0)
             results = await self.runner(inputs, outputs, rows)
             self.cost.add(rows, self.runner.last_seconds)
             return {name: results[name] for name in outputs}
@@ -134,8 +132,7 @@ class AdaptiveBatcher:
             batch = [await self.queue.get()]
             self.busy = True
             try:
-                reason = await self._gather(batch)
-                self.closed[reason].inc()
+                self.stats.close(await self._gather(batch))
                 for group in _groups(batch):
                     await self._run(group)
             finally:
@@ -173,13 +170,13 @@ class AdaptiveBatcher:
         if not live:
             return
         for pending in live:
-            self.queue_seconds.observe(loop.time() - pending.queued_at)
+            self.stats.waited(loop.time() - pending.queued_at)
         if len(live) == 1:
             inputs = live[0].inputs
         else:
             inputs = {name: np.concatenate([pending.inputs[name] for pending in live]) for name in live[0].inputs}
         rows = sum(pending.rows for pending in live)
-        self.sizes.observe(rows)
+        self.stats.ran(rows)
         try:
             results = await self.runner(inputs, list(self.model.outputs), rows)
         except InferenceError as error:

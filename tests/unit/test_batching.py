@@ -195,3 +195,20 @@ def test_an_idle_model_cheap_enough_for_the_event_loop_runs_each_request_at_once
     assert model.batches == [(1, 2)] * 3
     assert (closed(labels, QUEUE_EMPTY), closed(labels, IDLE)) == (1, 2)
     assert REGISTRY.get_sample_value("tandem_batch_size_count", {"model": "idle", "version": "1"}) == 3
+
+
+def test_batch_figures_are_prometheus_histograms_and_a_version_loaded_again_goes_on_counting():
+    labels = ("figures", "1")
+    for _ in range(2):  # a version unloaded and loaded again gets the figures it had
+        batcher = AdaptiveBatcher(Doubler(), labels, max_batch_size=8, max_wait=3600)
+        batcher.stats.close(FULL)
+        batcher.stats.ran(2)  # a bound holds what equals it
+        batcher.stats.waited(0.003)
+    sample = REGISTRY.get_sample_value
+    size = {"model": "figures", "version": "1"}
+    assert closed(labels, FULL) == 2 and closed(labels, IDLE) == 0
+    assert [sample("tandem_batch_size_bucket", size | {"le": le}) for le in ("1.0", "2.0", "+Inf")] == [0, 2, 2]
+    assert (sample("tandem_batch_size_count", size), sample("tandem_batch_size_sum", size)) == (2, 4)
+    queued = [sample("tandem_batch_queue_seconds_bucket", size | {"le": le}) for le in ("0.0025", "0.005")]
+    assert queued == [0, 2]
+    assert sample("tandem_batch_queue_seconds_sum", size) == pytest.approx(0.006)

@@ -4,6 +4,10 @@ benchmark named as not measured."""
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from bench.report import paired_ratio
 from bench.summary import SOURCES, markdown
 
 
@@ -36,3 +40,16 @@ def test_the_newest_results_give_each_goal_its_verdict(tmp_path: Path):
 def test_the_committed_results_render():
     text = markdown(Path(__file__).resolve().parents[2] / "bench" / "results")
     assert text.startswith("# Goals and figures") and "not measured" not in text
+
+
+def test_batching_is_judged_round_by_round_where_rounds_ran_side_by_side():
+    def case(*rates: float) -> dict:
+        return {"requests_per_s": float(np.median(rates)), "rounds": [{"requests_per_s": rate} for rate in rates]}
+
+    # The machine slowed down in the second round, for both alike: each round's ratio is 1.
+    on, off = case(100, 50, 100), case(100, 50, 100)
+    assert paired_ratio(on, off) == 1
+    # The machine's speed changed between off and on of the second round: the medians would say 95 / 50.
+    assert paired_ratio(case(95, 95, 47.5), case(100, 50, 50)) == pytest.approx(0.95)
+    # Without matching rounds, the medians.
+    assert paired_ratio({"requests_per_s": 90.0}, case(100, 50, 200)) == 0.9
