@@ -11,6 +11,7 @@ batches, so every request gets exactly the rows it sent. `tandem_batches_total{r
 """
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +93,8 @@ class AdaptiveBatcher:
         self.worker: asyncio.Task | None = None
         # Seconds between arrivals, averaged; unknown (no company expected) until two requests came.
         self.gap: float | None = None
+        # Times from time.perf_counter(): uvloop's loop.time() (the services run on uvloop) ticks in whole
+        # milliseconds, so arrivals 0.2 ms apart would look simultaneous and waits under 1 ms would count as 0 or 1.
         self.last_arrival: float | None = None
         self.busy = False  # a batch is being gathered or run
         self.stats = BATCHES.of(*labels, REASONS)
@@ -101,7 +104,7 @@ class AdaptiveBatcher:
         loop = asyncio.get_running_loop()
         if self.worker is None or self.worker.done():
             self.worker = loop.create_task(self._work())
-        now = loop.time()
+        now = time.perf_counter()
         if self.last_arrival is not None:
             gap = now - self.last_arrival
             self.gap = gap if self.gap is None else self.gap + _NEWEST * (gap - self.gap)
@@ -142,8 +145,7 @@ class AdaptiveBatcher:
 
     async def _gather(self, batch: list[_Pending]) -> str:
         """Adds queued requests to `batch` (and, when it pays, requests still to come); returns why it closed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
+        deadline = time.perf_counter() + self.max_wait
         rows = batch[0].rows
         while rows < self.max_batch_size:
             if self.queue.empty():
@@ -151,13 +153,13 @@ class AdaptiveBatcher:
                 saving = self.cost.fixed
                 if self.gap is None or self.gap >= saving:
                     return QUEUE_EMPTY
-                wait = min(saving, deadline - loop.time())
+                wait = min(saving, deadline - time.perf_counter())
                 if wait <= 0:
                     return MAX_WAIT
                 try:
                     pending = await asyncio.wait_for(self.queue.get(), wait)
                 except TimeoutError:
-                    return MAX_WAIT if loop.time() >= deadline else QUEUE_EMPTY
+                    return MAX_WAIT if time.perf_counter() >= deadline else QUEUE_EMPTY
             else:
                 pending = self.queue.get_nowait()
             batch.append(pending)
@@ -165,12 +167,11 @@ class AdaptiveBatcher:
         return FULL
 
     async def _run(self, group: list["_Pending"]) -> None:
-        loop = asyncio.get_running_loop()
         live = [pending for pending in group if not pending.future.done()]  # skip callers that went away
         if not live:
             return
         for pending in live:
-            self.stats.waited(loop.time() - pending.queued_at)
+            self.stats.waited(time.perf_counter() - pending.queued_at)
         if len(live) == 1:
             inputs = live[0].inputs
         else:

@@ -1,10 +1,12 @@
 """The adaptive batcher with a fake model that records the batches it ran."""
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvloop
 from prometheus_client import REGISTRY
 
 from tandem.batching import FULL, IDLE, MAX_WAIT, QUEUE_EMPTY, AdaptiveBatcher, CallCost
@@ -212,3 +214,21 @@ def test_batch_figures_are_prometheus_histograms_and_a_version_loaded_again_goes
     queued = [sample("tandem_batch_queue_seconds_bucket", size | {"le": le}) for le in ("0.0025", "0.005")]
     assert queued == [0, 2]
     assert sample("tandem_batch_queue_seconds_sum", size) == pytest.approx(0.006)
+
+
+def test_arrival_gaps_are_measured_below_a_millisecond_on_uvloop():
+    """The services run on uvloop, whose loop.time() ticks in whole milliseconds: two requests 0.3 ms apart would
+    mostly look simultaneous (a gap of 0), which would make waiting for company look as if it always paid."""
+
+    async def two_arrivals() -> float | None:
+        batcher = AdaptiveBatcher(Doubler(), ("gaps", "1"), max_batch_size=8, max_wait=0.001)
+        batcher.runner.seconds_per_row = 1e-6  # known to be cheap: each call runs on the loop and returns at once
+        await batcher.predict({"x": np.ones((1, 2), np.float32)}, ["y"])
+        time.sleep(0.0003)
+        await batcher.predict({"x": np.ones((1, 2), np.float32)}, ["y"])
+        return batcher.gap
+
+    # The gap includes the first call's own time, so it is at least the sleep; on the millisecond clock it is 0
+    # unless a millisecond ends in between.
+    gaps = [uvloop.run(two_arrivals()) for _ in range(5)]
+    assert all(gap is not None and gap >= 0.0003 for gap in gaps), gaps
