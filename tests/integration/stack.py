@@ -62,6 +62,18 @@ _PORTS = _ports_to_pick()
 _handed_out: set[int] = set()  # a port is free until its server binds it: never hand it out twice
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    """Running sidecars watch their resources folder and reload on any change. A Resiliency rewritten while a
+    sidecar read it looked deleted, so that sidecar restarted itself (SIGHUP), and after the restart it exported no
+    more spans (the tracing test of test_pipelines.py failed so). So a file is written only when its text changes,
+    and then whole: renamed into place from a name daprd does not load."""
+    if path.exists() and path.read_text() == text:
+        return
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def free_port() -> int:
     """A loopback port that nothing listens on, outside the ephemeral range when there is room below it."""
     if len(_PORTS) < 1000:  # an unusual range: let the kernel choose
@@ -236,7 +248,7 @@ class Stack:
             if resource["kind"] == "Resiliency":
                 apps = resource["spec"]["targets"]["apps"]
                 apps.update({self.app_id(app): policy for app, policy in list(apps.items())})
-            (folder / source.name).write_text(yaml.safe_dump(resource))
+            _write_if_changed(folder / source.name, yaml.safe_dump(resource))
         return folder
 
     def start_app(self, name: str, command: list[str], port: int, **env: str) -> Process:
