@@ -55,6 +55,13 @@ def paired_ratio(a: Case, b: Case) -> float:
     return a["requests_per_s"] / b["requests_per_s"]
 
 
+def paired(a: Case | None, b: Case | None) -> str:
+    """`paired_ratio` as `ratio` writes it: n/a where a case or its requests/s is missing."""
+    if a is None or b is None or not a.get("requests_per_s") or not b.get("requests_per_s"):
+        return "n/a"
+    return f"{down(paired_ratio(a, b))}×"
+
+
 def number(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{math.trunc(value * 10**digits * (1 + 1e-12)) / 10**digits:.{digits}f}"
 
@@ -97,8 +104,8 @@ def goals(report: dict[str, Any], model: str) -> list[str]:
         for c in concurrencies:
             on, off = find(cases, model, server, True, c), find(cases, model, server, False, c)
             if on is not None and off is not None:
-                paired = paired_ratio(on, off)
-                batching.append(f"{server} c={c} {down(paired)}× ({verdict(paired >= 0.95)})")
+                met = None if paired(on, off) == "n/a" else paired_ratio(on, off) >= 0.95
+                batching.append(f"{server} c={c} {paired(on, off)} ({verdict(met)})")
     if batching:
         lines.append(
             "- Goal: batching on at least 0.95× batching off in requests/s (the median of the rounds' ratios): "
@@ -158,7 +165,10 @@ def summary(report: dict[str, Any]) -> list[str]:
             f"RSS {number(_get(gateway, 'rss_mib'), 0)} MiB for app, gateway and their sidecars."
         )
         batched = find(cases, model, "tandem-direct", True, top)
-        lines.append(f"- Batching on vs off, Tandem direct: {ratio(batched, direct)} the requests/s.")
+        lines.append(
+            f"- Batching on vs off, Tandem direct: {paired(batched, direct)} the requests/s (the median of the rounds' "
+            "ratios)."
+        )
         for peer in PEERS:
             peer_case = find(cases, model, peer, False, top)
             if peer_case is None:
@@ -182,7 +192,8 @@ def summary(report: dict[str, Any]) -> list[str]:
         on, off = find(cases, heavy, server, True, top), find(cases, heavy, server, False, top)
         if on is not None and off is not None:
             lines.append(
-                f"- {server}: {ratio(on, off)} ({number(off['requests_per_s'])} → {number(on['requests_per_s'])} req/s)"
+                f"- {server}: {paired(on, off)} round by round ({number(off['requests_per_s'])} → "
+                f"{number(on['requests_per_s'])} req/s, medians)"
             )
     return lines
 
