@@ -6,7 +6,8 @@ to its partitions of it (tandem.partitions): a machine's readings reach one repl
 deliveries that arrive while one is processed are processed together, as one (tandem.group). For a delivery, in
 this order, so that nothing is lost and a redelivery changes nothing:
 1. read the windows of its machines from the state store in one call (with their ETags); a reading id already in
-   its window is done;
+   its window is done; a reading too late for its window (features.window.LATE: redelivered after readings that
+   pushed out those its window needs) goes to the dead-letter topic, not silently into the count;
 2. for each reading whose window is full now and has no prediction yet (a reading of the delivery, or a later one
    that came first and whose window it completed), compute the window's features; all of them go to each of the
    regression service's two models in one OIP infer call, one row per window;
@@ -16,7 +17,7 @@ this order, so that nothing is lost and a redelivery changes nothing:
 4. save the windows in one transaction, each with the ETag read in 1 (another replica wrote one first: read again
    and redo the readings its window does not hold yet);
 5. only then answer SUCCESS for every reading. A reading that can never be processed (not a reading, a channel
-   missing, features the models refuse: 400 or 422) is dropped to the dead-letter topic; when anything else fails
+   missing, features the models refuse: 400 or 422, too late) is dropped to the dead-letter topic; when anything else fails
    the delivery's readings are answered RETRY and the sidecar retries them with the resiliency policy's backoff.
 """
 
@@ -43,7 +44,7 @@ from tandem.server import make_base_app
 from tandem.settings import AppSettings
 from tandem.sidecar import Sidecar, SidecarError
 
-from .window import Window
+from .window import ADDED, KEPT, LATE, Window
 
 log = logging.getLogger("features")
 
@@ -101,7 +102,8 @@ class Unprocessable(Exception):
 READINGS = Counter(
     "tandem_features_readings",
     "Readings taken from the readings topic, by outcome: predicted (its own window completed), windowing (not), "
-    "duplicate, conflict (another replica saved the window first: read again)",
+    "duplicate, late (too late for its window: dead-lettered), conflict (another replica saved the window first: "
+    "read again)",
     ["outcome"],
 )
 # A reading of a delivery: (the delivery's place among those processed together, its entry id).
@@ -179,8 +181,12 @@ async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[Entry, Readin
     the one they refuse is dropped."""
     entries = [entry for readings in batch.values() for entry in readings]
     try:
-        await process(sidecar, {machine: list(readings.values()) for machine, readings in batch.items()})
-        return dict.fromkeys(entries, SUCCESS)
+        late = await process(sidecar, {machine: list(readings.values()) for machine, readings in batch.items()})
+        return {
+            entry: DROP if (machine, reading.id) in late else SUCCESS
+            for machine, readings in batch.items()
+            for entry, reading in readings.items()
+        }
     except Unprocessable as error:
         if len(entries) == 1:
             log.error("dead-lettering entry %s: %s", entries[0][1], error)
@@ -195,23 +201,28 @@ async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[Entry, Readin
     return statuses
 
 
-async def process(sidecar: Sidecar, batch: dict[str, list[Reading]]) -> None:
-    """Adds the readings (by machine) to their windows, publishes the predictions they make due, saves the windows."""
+async def process(sidecar: Sidecar, batch: dict[str, list[Reading]]) -> set[tuple[str, str]]:
+    """Adds the readings (by machine) to their windows, publishes the predictions they make due, saves the windows.
+    Returns the (machine, reading id) of the readings too late for their windows, which belong in the dead letters."""
     keys = {machine: f"window-{machine}" for machine in batch}
     attempts = 0
 
-    async def add_readings(stored: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    async def add_readings(stored: dict[str, Any]) -> tuple[dict[str, Any], tuple[list[str], set[tuple[str, str]]]]:
         nonlocal attempts
         windows: dict[str, Window] = {}
         due: list[Due] = []
         outcomes: list[str] = []
+        late: set[tuple[str, str]] = set()
         for machine, readings in batch.items():
             window = Window.from_state(stored[keys[machine]])
             # Oldest first, one at a time, as if they had come one by one in order: a window keeps only
             # WINDOW + SLACK readings, so adding many at once could push out what an earlier one's window needs.
             for reading in sorted(readings, key=lambda reading: reading.timestamp):
-                if not window.add(reading.id, reading.timestamp.timestamp(), reading.values):
-                    outcomes.append("duplicate")
+                added = window.add(reading.id, reading.timestamp.timestamp(), reading.values)
+                if added != ADDED:
+                    outcomes.append(added)
+                    if added == LATE:
+                        late.add((machine, reading.id))
                     continue
                 windows[machine] = window
                 made_due = due_predictions(machine, window, reading)
@@ -223,13 +234,22 @@ async def process(sidecar: Sidecar, batch: dict[str, list[Reading]]) -> None:
         if due:
             due.sort(key=lambda item: item.timestamp)
             await publish_in_order(sidecar, await predict(sidecar, due))
-        return {keys[machine]: window.to_state() for machine, window in windows.items()}, outcomes
+        return {keys[machine]: window.to_state() for machine, window in windows.items()}, (outcomes, late)
 
-    outcomes = await sidecar.update_bulk_state(
+    outcomes, late = await sidecar.update_bulk_state(
         settings.state_store, list(keys.values()), add_readings, attempts=settings.etag_attempts
     )
     for outcome in outcomes:
         READINGS.labels(outcome).inc()
+    for machine, reading in sorted(late):
+        log.error(
+            "dead-lettering reading %s of %s: too late for its window (readings newer than it came first and pushed "
+            "out the older ones its window needs; a window keeps the last %d)",
+            reading,
+            machine,
+            KEPT,
+        )
+    return late
 
 
 def due_predictions(machine: str, window: Window, added: Reading) -> list[Due]:

@@ -20,11 +20,15 @@ import numpy as np
 from tandem.fleet import CHANNELS, WINDOW, windows_features
 from tandem.seen import SeenIds
 
-# Readings kept beyond one window, so that a reading up to this many places late still finds its full window.
+# Readings kept beyond one window, so that a reading up to this many places late still finds its full window. One
+# later than that (a message redelivered after the pub/sub's processingTimeout, e.g. one whose delivery was cut off
+# when Redis went down) is LATE: the readings its window needs are gone.
 SLACK = 10
 KEPT = WINDOW + SLACK
-# Reading ids remembered for idempotency: a redelivery older than this many readings would count twice.
+# Reading ids remembered for idempotency; a redelivery older than this many readings is LATE (beyond the window too).
 SEEN = 256
+# What adding a reading did.
+ADDED, DUPLICATE, LATE = "added", "duplicate", "late"
 
 
 @dataclass
@@ -60,17 +64,22 @@ class Window:
             "predicted": self.predicted,
         }
 
-    def add(self, reading_id: str, timestamp: float, values: dict[str, float]) -> bool:
-        """Adds a reading in timestamp order; False (and no change) if this reading id was added before."""
+    def add(self, reading_id: str, timestamp: float, values: dict[str, float]) -> str:
+        """Adds a reading in timestamp order: ADDED; DUPLICATE if this reading id was added before; LATE if readings
+        older than it already left the window and fewer than WINDOW - 1 are kept, so that its own window can never
+        be computed (it would otherwise be counted and never predicted). Nothing changes unless ADDED."""
         if reading_id in self.seen:
-            return False
-        bisect.insort(self.readings, (timestamp, reading_id, [values[channel] for channel in CHANNELS]))
+            return DUPLICATE
+        place = bisect.bisect(self.readings, (timestamp, reading_id))
+        if self.count > len(self.readings) and place + 1 < WINDOW:
+            return LATE
+        self.readings.insert(place, (timestamp, reading_id, [values[channel] for channel in CHANNELS]))
         del self.readings[:-KEPT]
         kept = {id_ for _, id_, _ in self.readings}
         self.predicted = [id_ for id_ in self.predicted if id_ in kept]
         self.seen.add(reading_id)
         self.count += 1
-        return True
+        return ADDED
 
     def due(self) -> list[str]:
         """Ids of the kept readings that have their full window but no prediction yet, oldest first: the reading

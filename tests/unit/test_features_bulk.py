@@ -238,3 +238,20 @@ def test_a_body_that_is_not_json_is_refused():
     answer = asyncio.run(main.on_readings(delivering(sidecar, b"{entries")))  # type: ignore[arg-type]
     assert answer.status_code == 400
     assert b"not JSON" in answer.body
+
+
+def test_a_reading_too_late_for_its_window_is_dropped_and_the_rest_of_its_delivery_passes():
+    """m1:50 is redelivered after 20 newer readings of its machine (as after the pub/sub's processingTimeout): the
+    readings its window needs left the window. It goes to the dead-letter topic, uncounted; m2's reading beside it
+    is predicted."""
+    first, second = readings(1, 71), readings(2, 31)
+    late = first.pop(49)
+    fake = FakeSidecar()
+    fake.deliver(first + second[:30])
+    before = fake.state["window-m1"][0]
+    statuses = fake.deliver([late, second[30]])
+    assert statuses == {"0": "DROP", "1": "SUCCESS"}
+    assert fake.state["window-m1"][0] == before
+    assert before["count"] == 70
+    assert "m1:50" not in {p["reading"] for p in fake.published}
+    assert fake.published[-1]["reading"] == "m2:31"

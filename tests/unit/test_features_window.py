@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from features.window import SLACK, Window
+from features.window import ADDED, DUPLICATE, LATE, SLACK, Window
 from tandem import fleet
 
 
@@ -16,7 +16,7 @@ def test_each_full_window_gives_exactly_the_training_features():
     window = Window()
     computed = []
     for reading_id, timestamp, values in readings:
-        assert window.add(reading_id, timestamp, values)
+        assert window.add(reading_id, timestamp, values) == ADDED
         window = Window.from_state(window.to_state())  # as it travels through the state store
         computed.append(window.features(reading_id))
     assert all(result is None for result in computed[: fleet.WINDOW - 1])
@@ -34,7 +34,7 @@ def test_a_reading_seen_before_changes_nothing():
     for reading in readings:
         window.add(*reading)
     before = window.to_state()
-    assert not window.add(*readings[1])
+    assert window.add(*readings[1]) == DUPLICATE
     assert window.to_state() == before
     assert window.count == 3
 
@@ -92,7 +92,7 @@ def test_a_reading_delivered_again_after_it_left_the_window_changes_nothing():
     for reading in readings:
         window.add(*reading)
     before = window.to_state()
-    assert not window.add(*readings[0])
+    assert window.add(*readings[0]) == DUPLICATE
     assert window.to_state() == before
     assert window.count == 120
 
@@ -129,3 +129,37 @@ def test_a_window_saved_in_the_earlier_layout_reads_the_same():
     }
     assert Window.from_state(earlier) == window
     assert Window.from_state(window.to_state()) == window
+
+
+def test_a_reading_later_than_the_slack_is_late_and_changes_nothing():
+    """Late by more than SLACK places (redelivered after the readings that followed it, e.g. after the pub/sub's
+    processingTimeout): the readings its window needs are gone. It is LATE, not counted without a prediction."""
+    readings = machine_readings(100)
+    late = readings.pop(50)
+    window = Window()
+    for reading in readings[: 50 + SLACK]:  # the window keeps the last 40: the one before the late reading is the
+        window.add(*reading)  # oldest that is still there
+    within = window.to_state()
+    for reading in readings[50 + SLACK :]:
+        window.add(*reading)
+    before = window.to_state()
+    assert window.add(*late) == LATE
+    assert window.to_state() == before
+    assert window.count == 99
+
+    # SLACK places late: it still finds its window, and is due.
+    window = Window.from_state(within)
+    window.predicted = window.due()
+    assert window.add(*late) == ADDED
+    assert window.due() == [late[0]]
+
+
+def test_an_early_reading_is_not_late_while_nothing_left_the_window():
+    """A machine's first readings have no window of their own, late or not: while nothing left the window, a
+    reading that comes after later ones is added (it completes their windows)."""
+    readings = machine_readings(35)
+    window = Window()
+    for reading in readings[1:]:
+        window.add(*reading)
+    assert window.add(*readings[0]) == ADDED
+    assert window.count == 35
