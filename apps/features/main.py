@@ -1,13 +1,14 @@
 """The features service: turns each reading into a prediction of the machine's remaining useful life and failure.
 
 Subscribed to `readings` in bulk (components/subscription-readings.yaml), or, with several replicas, each replica
-to its partitions of it (tandem.partitions): a machine's readings reach one replica. The sidecar hands over up to
-500 readings at a time, and the whole delivery costs a handful of sidecar calls however many readings it holds;
-deliveries that arrive while one is processed are processed together, as one (tandem.group). For a delivery, in
-this order, so that nothing is lost and a redelivery changes nothing:
+to its partitions of it (tandem.partitions): a machine's readings reach one replica. An event holds a batch of
+readings (`{"readings": [...]}`, as the sensors service publishes them) or one reading (as the edge agent does).
+The sidecar hands over up to 500 events at a time, and the whole delivery costs a handful of sidecar calls however
+many readings it holds; deliveries that arrive while one is processed are processed together, as one
+(tandem.group). For a delivery, in this order, so that nothing is lost and a redelivery changes nothing:
 1. read the windows of its machines from the state store in one call (with their ETags); a reading id already in
    its window is done; a reading too late for its window (features.window.LATE: redelivered after readings that
-   pushed out those its window needs) goes to the dead-letter topic, not silently into the count;
+   pushed out those its window needs) cannot pass, it is not counted;
 2. for each reading whose window is full now and has no prediction yet (a reading of the delivery, or a later one
    that came first and whose window it completed), compute the window's features; all of them go to each of the
    regression service's two models in one OIP infer call, one row per window;
@@ -16,9 +17,10 @@ this order, so that nothing is lost and a redelivery changes nothing:
    alerts service counts each once;
 4. save the windows in one transaction, each with the ETag read in 1 (another replica wrote one first: read again
    and redo the readings its window does not hold yet);
-5. only then answer SUCCESS for every reading. A reading that can never be processed (not a reading, a channel
-   missing, features the models refuse: 400 or 422, too late) is dropped to the dead-letter topic; when anything else fails
-   the delivery's readings are answered RETRY and the sidecar retries them with the resiliency policy's backoff.
+5. only then answer SUCCESS for every event. A reading that can never pass (not a reading, a channel missing,
+   features the models refuse: 400 or 422, too late) is dropped to the dead-letter topic: an event of its own
+   directly, one of a batch by publishing it again alone (`entry_status`). When anything else fails the delivery's
+   events are answered RETRY and the sidecar retries them with the resiliency policy's backoff.
 """
 
 import asyncio
@@ -95,6 +97,19 @@ class Reading(BaseModel):
     received_at: float
 
 
+class ReadingsEvent(BaseModel):
+    """An event of the readings topic: `{"readings": [...]}`, a batch as the sensors service publishes it (one
+    event per batch and partition), or one reading on its own (as the edge agent publishes them)."""
+
+    readings: list[Reading] = Field(min_length=1)
+    alone: bool = False  # a reading on its own, not a batch
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_reading(cls, data: Any) -> Any:
+        return {"readings": [data], "alone": True} if isinstance(data, dict) and "readings" not in data else data
+
+
 class Unprocessable(Exception):
     """This event can never be processed, however often it is tried: it belongs in the dead-letter topic."""
 
@@ -106,8 +121,10 @@ READINGS = Counter(
     "read again)",
     ["outcome"],
 )
-# A reading of a delivery: (the delivery's place among those processed together, its entry id).
-Entry = tuple[int, str]
+# A reading of a delivery: (its entry id, its place in the entry's event).
+Place = tuple[str, int]
+# A reading of the deliveries processed together: (the delivery's place among them, its place in the delivery).
+Entry = tuple[int, str, int]
 
 
 @dataclass
@@ -144,32 +161,62 @@ async def subscribe() -> list[dict[str, Any]]:
 async def on_readings(request: Request) -> Any:
     """A bulk delivery: `{"entries": [{"entryId", "event": CloudEvent}, ...]}`; every entry gets its status."""
     try:
-        readings, statuses = bulk.parse(await bulk.read(request), Reading, log)
+        events, statuses = bulk.parse(await bulk.read(request), ReadingsEvent, log)
     except ValueError as error:
         return bulk.refused(error)
-    batch: dict[str, dict[str, Reading]] = defaultdict(dict)  # machine -> entry id -> reading
-    for entry_id, reading in readings:
-        if missing := [channel for channel in CHANNELS if channel not in reading.values]:
-            log.error("dead-lettering reading %s: no value for channels %s", reading.id, missing)
-            statuses[entry_id] = DROP
-            continue
-        batch[reading.machine][entry_id] = reading
+    sidecar = request.app.state.sidecar
+    batch: dict[str, dict[Place, Reading]] = defaultdict(dict)  # machine -> place -> reading
+    outcomes: dict[Place, str] = {}
+    for entry_id, event in events:
+        for index, reading in enumerate(event.readings):
+            if missing := [channel for channel in CHANNELS if channel not in reading.values]:
+                log.error("dead-lettering reading %s: no value for channels %s", reading.id, missing)
+                outcomes[entry_id, index] = DROP
+            else:
+                batch[reading.machine][entry_id, index] = reading
     if batch:
-        statuses |= await deliveries.submit((request.app.state.sidecar, batch))
+        outcomes |= await deliveries.submit((sidecar, batch))
+    for entry_id, event in events:
+        statuses[entry_id] = await entry_status(
+            sidecar, event, [outcomes[entry_id, i] for i in range(len(event.readings))]
+        )
     return bulk.answer(statuses)
 
 
-async def process_deliveries(batches: list[tuple[Sidecar, dict[str, dict[str, Reading]]]]) -> list[dict[str, str]]:
-    """The deliveries that waited, processed as one: statuses by entry id, per delivery."""
+async def entry_status(sidecar: Sidecar, event: ReadingsEvent, outcomes: list[str]) -> str:
+    """An entry's status from its readings' outcomes. A reading of a batch event that can never pass is split off:
+    published again as an event of its own, to its machine's partition, where it meets the same fate alone and is
+    dropped to the dead-letter topic as a reading on its own is (so a dead letter is always one reading); the rest
+    of the batch is done."""
+    if RETRY in outcomes:
+        return RETRY
+    if DROP not in outcomes:
+        return SUCCESS
+    if event.alone:
+        return DROP
+    try:
+        for reading, outcome in zip(event.readings, outcomes, strict=True):
+            if outcome == DROP:
+                index = partitions.partition(reading.machine, settings.partitions)
+                topic = partitions.topic(settings.readings_topic, settings.partitions, index)
+                await sidecar.publish(settings.pubsub, topic, reading.model_dump(mode="json"))
+    except (SidecarError, httpx.TransportError) as error:
+        log.warning("retrying a batch of %d readings: splitting off one failed: %s", len(outcomes), error)
+        return RETRY
+    return SUCCESS
+
+
+async def process_deliveries(batches: list[tuple[Sidecar, dict[str, dict[Place, Reading]]]]) -> list[dict[Place, str]]:
+    """The deliveries that waited, processed as one: outcomes by reading, per delivery."""
     merged: dict[str, dict[Entry, Reading]] = defaultdict(dict)
     for index, (_, batch) in enumerate(batches):
         for machine, readings in batch.items():
-            for entry_id, reading in readings.items():
-                merged[machine][index, entry_id] = reading
-    statuses: list[dict[str, str]] = [{} for _ in batches]
-    for (index, entry_id), status in (await process_or_split(batches[0][0], merged)).items():
-        statuses[index][entry_id] = status
-    return statuses
+            for (entry_id, place), reading in readings.items():
+                merged[machine][index, entry_id, place] = reading
+    outcomes: list[dict[Place, str]] = [{} for _ in batches]
+    for (index, entry_id, place), outcome in (await process_or_split(batches[0][0], merged)).items():
+        outcomes[index][entry_id, place] = outcome
+    return outcomes
 
 
 # One run at a time in this process, each taking every delivery that waited (ETags keep replicas apart).
@@ -189,7 +236,7 @@ async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[Entry, Readin
         }
     except Unprocessable as error:
         if len(entries) == 1:
-            log.error("dead-lettering entry %s: %s", entries[0][1], error)
+            log.error("dead-lettering reading %s: %s", next(iter(next(iter(batch.values())).values())).id, error)
             return {entries[0]: DROP}
     except (SidecarError, httpx.TransportError) as error:
         log.warning("retrying %d readings: %s", len(entries), error)

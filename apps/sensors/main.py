@@ -1,4 +1,5 @@
-"""The sensors service: `POST /readings` validates a batch of readings and publishes one event per reading.
+"""The sensors service: `POST /readings` validates a batch of readings and publishes them, one event per batch and
+partition (`{"readings": [...]}`) unless told to publish one per reading.
 
 It answers 202 only once the sidecar has accepted every event of the batch, so a reading that got a 2xx is in the
 broker; a 5xx means "send the batch again" (downstream handlers are idempotent by reading id).
@@ -9,7 +10,7 @@ import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -32,8 +33,10 @@ class SensorsSettings(AppSettings):
     # Above 1, each machine's readings go to `<topic>.<k>` (tandem.partitions), so that several features replicas
     # each read whole machines; features must be given the same number.
     partitions: int = Field(1, ge=1)
-    # One bulk publish per batch; off, every reading is published on its own (the benchmark compares both).
-    bulk_publish: bool = True
+    # batch: one event per batch and partition holding its readings, so the sidecars and the broker handle one
+    # message where they would handle a reading each; bulk: one event per reading, in one bulk publish per partition;
+    # single: one publish per reading (the benchmark compares them).
+    events: Literal["batch", "bulk", "single"] = "batch"
     max_readings: int = 1000
     # Clocks drift, but a reading stamped further ahead than this is a broken clock or a broken sender.
     max_future_seconds: float = 300.0
@@ -98,8 +101,8 @@ router = APIRouter(tags=["Sensor readings"])
 
 @router.post("/readings", status_code=202)
 async def post_readings(request: Request, batch: Batch) -> JSONResponse:
-    """Validates a batch of readings and publishes each to the `readings` topic (or its machine's partition of
-    it); 202 once all are accepted."""
+    """Validates a batch of readings and publishes them to the `readings` topic (or each to its machine's
+    partition of it); 202 once all are accepted."""
     _refuse_duplicates_and_future(batch.readings)
     received_at = time.time()
     events = [{**reading.model_dump(mode="json"), "received_at": received_at} for reading in batch.readings]
@@ -108,7 +111,11 @@ async def post_readings(request: Request, batch: Batch) -> JSONResponse:
     for event in events:
         index = partitions.partition(event["machine"], settings.partitions)
         by_topic[partitions.topic(settings.topic, settings.partitions, index)].append(event)
-    if settings.bulk_publish:
+    if settings.events == "batch":
+        await asyncio.gather(
+            *(sidecar.publish(settings.pubsub, topic, {"readings": group}) for topic, group in by_topic.items())
+        )
+    elif settings.events == "bulk":
         await asyncio.gather(
             *(sidecar.publish_bulk(settings.pubsub, topic, group) for topic, group in by_topic.items())
         )

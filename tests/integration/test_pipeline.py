@@ -270,6 +270,7 @@ def test_redis_killed_and_restarted_mid_stream_loses_nothing(pipeline, failure_m
     # comes again after the processingTimeout, by when newer readings pushed out those its windows need: such a
     # reading is dead-lettered as late, never counted without its prediction.
     late = pipeline.wait_for_everything(machines, prefix, late=True)
+    print("cycles of the readings too late for their windows, per machine:", late)
     check_alerts(pipeline, machines, prefix, failure_model, but=late)
 
 

@@ -1,7 +1,8 @@
 """The features service's bulk deliveries against a fake sidecar (a state store with Redis's ETag semantics, bulk
 publish, the models' OIP infer): a delivery of many readings gives exactly the predictions of the same readings one
 at a time; bad entries are dropped alone; a window saved by another writer meanwhile is read again and nothing of
-either writer is lost; readings the models refuse are dropped alone, the others of the delivery pass.
+either writer is lost; readings the models refuse are dropped alone, the others of the delivery pass; an event may
+hold a batch of readings, and one of a batch that cannot pass is split off into an event of its own.
 Bad inputs tried: an event that is not a reading, a reading without one channel, a body without entries, a body
 that is not JSON."""
 
@@ -35,6 +36,7 @@ class FakeSidecar:
     def __init__(self, refuse: float | None = None):
         self.state: dict[str, tuple[Any, int]] = {}  # key -> (value, version)
         self.published: list[dict] = []
+        self.split_off: list[tuple[str, dict]] = []  # (topic, reading) published again alone
         self.infer_calls = 0
         self.refuse = refuse  # the models answer 400 to a batch with a row whose first feature equals this
         self.on_transaction = lambda: None
@@ -58,6 +60,9 @@ class FakeSidecar:
             if item["key"] in self.state:
                 return httpx.Response(409, json={"errorCode": "ERR_STATE_SAVE"})
             self._write(item["key"], item["value"])
+            return httpx.Response(204)
+        if path.startswith("/v1.0/publish/pubsub/"):  # a reading of a batch split off
+            self.split_off.append((path.removeprefix("/v1.0/publish/pubsub/"), body))
             return httpx.Response(204)
         if path.startswith("/v1.0-alpha1/publish/bulk/"):
             for entry in body:  # one event per machine: its predictions in order
@@ -255,3 +260,49 @@ def test_a_reading_too_late_for_its_window_is_dropped_and_the_rest_of_its_delive
     assert before["count"] == 70
     assert "m1:50" not in {p["reading"] for p in fake.published}
     assert fake.published[-1]["reading"] == "m2:31"
+
+
+def test_batch_events_give_exactly_the_predictions_of_one_reading_at_a_time():
+    """Events as the sensors service publishes them: one per batch, `{"readings": [...]}`, a reading of each
+    machine per tick."""
+    first, second = readings(1, 70), readings(2, 45)
+    one_by_one = FakeSidecar()
+    for event in first + second:
+        one_by_one.deliver([event])
+    in_batches = FakeSidecar()
+    ticks = [[first[t], second[t]] if t < len(second) else [first[t]] for t in range(len(first))]
+    for start in range(0, len(ticks), 20):
+        events = [{"readings": tick} for tick in ticks[start : start + 20]]
+        assert set(in_batches.deliver(events).values()) == {"SUCCESS"}
+    assert predictions(in_batches) == predictions(one_by_one)
+    assert in_batches.split_off == []
+
+
+def test_a_reading_of_a_batch_that_cannot_pass_is_split_off_and_the_rest_of_the_batch_passes():
+    """m1:50 comes again after 20 newer readings of its machine, in a batch beside m2's next reading, and m2's
+    reading after that lacks a channel: each is published again alone (to its machine's partition of the topic,
+    where it is dropped to the dead letters as an event of its own would be), and the batch's entry succeeds."""
+    first, second = readings(1, 71), readings(2, 32)
+    late = first.pop(49)
+    fake = FakeSidecar()
+    fake.deliver(first + second[:30])
+    no_channel = {**second[31], "values": dict(list(second[31]["values"].items())[1:])}
+    statuses = fake.deliver([{"readings": [late, second[30], no_channel]}])
+    assert statuses == {"0": "SUCCESS"}
+    assert [(topic, reading["id"]) for topic, reading in fake.split_off] == [
+        ("readings", "m1:50"),
+        ("readings", "m2:32"),
+    ]
+    assert fake.published[-1]["reading"] == "m2:31"
+    assert fake.deliver([fake.split_off[0][1]]) == {"0": "DROP"}  # alone, it is dropped
+    assert fake.deliver([fake.split_off[1][1]]) == {"0": "DROP"}
+
+
+def test_a_batch_of_one_reading_that_cannot_pass_is_split_off_too():
+    """So that a dead letter is always one reading, never a batch."""
+    events = readings(1, 71)
+    late = events.pop(49)
+    fake = FakeSidecar()
+    fake.deliver(events)
+    assert fake.deliver([{"readings": [late]}]) == {"0": "SUCCESS"}
+    assert [reading["id"] for _, reading in fake.split_off] == ["m1:50"]

@@ -42,23 +42,34 @@ def app(monkeypatch):
         yield client, published
 
 
-def test_a_batch_is_published_in_one_bulk_call_with_one_event_per_reading(app):
+def test_a_batch_is_published_as_one_event_holding_its_readings(app):
     client, published = app
     before = time.time()
     response = client.post("/readings", json={"readings": [reading(0), reading(1)]})
     assert response.status_code == 202, response.text
     assert response.json() == {"accepted": 2}
+    assert [request.url.path for request in published] == ["/v1.0/publish/pubsub/readings"]
+    events = json.loads(published[0].content)["readings"]
+    assert [event["id"] for event in events] == ["machine-0:0", "machine-0:1"]
+    assert events[0]["timestamp"] == "2023-11-14T22:13:20Z"
+    assert events[0]["values"] == dict.fromkeys(CHANNELS, 1.5)
+    assert events[0]["received_at"] >= before
+
+
+def test_with_events_bulk_a_batch_is_published_in_one_bulk_call_with_one_event_per_reading(app, monkeypatch):
+    client, published = app
+    monkeypatch.setattr(main.settings, "events", "bulk")
+    before = time.time()
+    assert client.post("/readings", json={"readings": [reading(0), reading(1)]}).status_code == 202
     assert [request.url.path for request in published] == ["/v1.0-alpha1/publish/bulk/pubsub/readings"]
     entries = json.loads(published[0].content)
     assert [entry["event"]["id"] for entry in entries] == ["machine-0:0", "machine-0:1"]
-    assert entries[0]["event"]["timestamp"] == "2023-11-14T22:13:20Z"
-    assert entries[0]["event"]["values"] == dict.fromkeys(CHANNELS, 1.5)
     assert entries[0]["event"]["received_at"] >= before
 
 
-def test_with_bulk_publish_off_each_reading_is_published_on_its_own(app, monkeypatch):
+def test_with_events_single_each_reading_is_published_on_its_own(app, monkeypatch):
     client, published = app
-    monkeypatch.setattr(main.settings, "bulk_publish", False)
+    monkeypatch.setattr(main.settings, "events", "single")
     assert client.post("/readings", json={"readings": [reading(0), reading(1)]}).status_code == 202
     assert [request.url.path for request in published] == ["/v1.0/publish/pubsub/readings"] * 2
 
@@ -73,7 +84,7 @@ def test_a_failed_publish_is_a_5xx_so_the_sender_tries_again(app, caplog):
     response = client.post("/readings", json={"readings": [reading()]})
     assert response.status_code == 502
     error = response.json()["error"]
-    assert "bulk publish of 1 events to pubsub/readings" in error and "broker down" not in error
+    assert "publish to pubsub/readings" in error and "broker down" not in error
     request_id = response.headers["x-request-id"]
     assert f"request id {request_id}" in error
     logged = [record for record in caplog.records if request_id in record.getMessage()]
@@ -144,9 +155,9 @@ def test_with_partitions_each_machines_readings_go_to_its_partition_topic(app, m
     assert client.post("/readings", json={"readings": batch}).status_code == 202
     topics = {}
     for request in published:
-        topic = request.url.path.removeprefix("/v1.0-alpha1/publish/bulk/pubsub/")
-        topics[topic] = [entry["event"]["machine"] for entry in json.loads(request.content)]
+        topic = request.url.path.removeprefix("/v1.0/publish/pubsub/")
+        topics[topic] = [event["machine"] for event in json.loads(request.content)["readings"]]
     expected = {}
     for machine in machines:
         expected.setdefault(f"readings.{partitions.partition(machine, 4)}", []).append(machine)
-    assert topics == expected, "one bulk publish per partition, each machine's readings on its own partition"
+    assert topics == expected, "one event per partition, each machine's readings on its own partition"
