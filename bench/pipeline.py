@@ -1,9 +1,10 @@
-"""The maintenance pipeline end to end: sustained readings per second, with and without bulk publish, and the
-latency from a reading to its prediction and to the alert it opens.
+"""The maintenance pipeline end to end: sustained readings per second, for each way sensors publishes a batch, and
+the latency from a reading to its prediction and to the alert it opens.
 
-    python bench/pipeline.py [--machines 30] [--lives 3] [--pace 0.6] [--senders 4] [--bulk-only]
+    python bench/pipeline.py [--machines 30] [--lives 3] [--pace 0.6] [--senders 4] [--events batch bulk single]
 
-For each mode (bulk publish on, then off) it starts a fresh stack on free ports (Redis, regression, features, alerts,
+For each mode of SENSORS_EVENTS (by default batch: one event per batch, then bulk: one event per reading in one
+bulk publish; single: one publish per reading) it starts a fresh stack on free ports (Redis, regression, features, alerts,
 sensors, each app beside its daprd, as `make run` does) and runs two phases on fresh machines of the seeded fleet:
 - saturation: one batch per tick (a reading of every machine) posted through the sensors sidecar as fast as it is
   accepted, `--senders` (4) batches at once;
@@ -48,9 +49,11 @@ from tests.integration.stack import Stack, wait_until  # noqa: E402
 SEED = 0
 RESULTS = ROOT / "bench" / "results"
 VENVS = ROOT / ".bench" / "venvs"
+# SENSORS_EVENTS, and how the report names it.
+MODES = {"batch": "one event per batch", "bulk": "bulk publish", "single": "one publish per reading"}
 
 
-def start_pipeline(work: Path, bulk: bool) -> tuple[Stack, dict[str, str], dict[str, int]]:
+def start_pipeline(work: Path, events: str) -> tuple[Stack, dict[str, str], dict[str, int]]:
     stack = Stack(work)
     stack.start_redis()
     resources = work / "pipeline-components"
@@ -64,7 +67,7 @@ def start_pipeline(work: Path, bulk: bool) -> tuple[Stack, dict[str, str], dict[
     sidecars["regression"], ports["regression"] = stack.start_app_beside_sidecar(
         "regression", resources, app_id=regression_id, REGRESSION_MODEL_REPOSITORY=str(ROOT / "models")
     )
-    env = {"FEATURES_REGRESSION_APP": regression_id, "SENSORS_BULK_PUBLISH": str(bulk).lower()}
+    env = {"FEATURES_REGRESSION_APP": regression_id, "SENSORS_EVENTS": events}
     for app in ("alerts", "features", "sensors"):
         env[f"{app.upper()}_LOG_LEVEL"] = "warning"
     for app in ("alerts", "features", "sensors"):
@@ -190,13 +193,15 @@ def main() -> None:
     parser.add_argument("--pace", type=float, default=0.6, help="paced rate as a fraction of the saturated rate")
     parser.add_argument("--lives", type=int, default=3, help="machines per slot, one after the other")
     parser.add_argument("--senders", type=int, default=4, help="batches posted at once")
-    parser.add_argument("--bulk-only", action="store_true", help="skip the mode with one publish per reading")
+    parser.add_argument(
+        "--events", nargs="+", choices=list(MODES), default=["batch", "bulk"], help="SENSORS_EVENTS modes to run"
+    )
     args = parser.parse_args()
     results = {}
-    for bulk in (True,) if args.bulk_only else (True, False):
-        mode = "bulk publish" if bulk else "one publish per reading"
+    for events in args.events:
+        mode = MODES[events]
         with tempfile.TemporaryDirectory(prefix="tandem-bench-pipeline-") as work:
-            stack, urls, ports = start_pipeline(Path(work), bulk)
+            stack, urls, ports = start_pipeline(Path(work), events)
             os.environ["DAPR_API_TOKEN"] = stack.dapr_api_token
             try:
                 saturated = run_phase(
@@ -241,7 +246,7 @@ def markdown(report: dict) -> str:
         f"{report['machines_per_phase']} slots of the seeded fleet, each {report['lives']} machines in a row until "
         f"they fail, posted by "
         f"{report['senders']} senders at once; every app beside its daprd, "
-        "Redis Streams and the Redis state store between them. Compare the two modes rather than absolute figures "
+        "Redis Streams and the Redis state store between them. Compare the modes rather than absolute figures "
         "across machines.",
         "",
         "| sensors publish | ingest (readings/s) | end to end (readings/s) | paced at (readings/s) "
@@ -260,7 +265,7 @@ def markdown(report: dict) -> str:
         "",
         "Ingest: readings the sensors service accepted per second, batches of one reading per machine, as many at "
         "once as there are senders. End to end: readings per second until the alerts service applied the last prediction (features takes "
-        "up to 500 readings and alerts up to 100 events per delivery; features calls each maintenance model once per "
+        "up to 500 events and alerts up to 100 events per delivery; features calls each maintenance model once per "
         "delivery). "
         "Latencies from the paced phase: from "
         "sensors accepting a reading to alerts applying its prediction (every reading; interpolated in the alerts "
