@@ -161,10 +161,12 @@ async def subscribe() -> list[dict[str, Any]]:
 async def on_readings(request: Request) -> Any:
     """A bulk delivery: `{"entries": [{"entryId", "event": CloudEvent}, ...]}`; every entry gets its status."""
     try:
-        events, statuses = bulk.parse(await bulk.read(request), ReadingsEvent, log)
+        delivery = await bulk.read(request)
+        events, statuses = bulk.parse(delivery, ReadingsEvent, log)
     except ValueError as error:
         return bulk.refused(error)
     sidecar = request.app.state.sidecar
+    topic = delivery.get("topic") or settings.readings_topic  # the topic (or partition) delivered from
     batch: dict[str, dict[Place, Reading]] = defaultdict(dict)  # machine -> place -> reading
     outcomes: dict[Place, str] = {}
     for entry_id, event in events:
@@ -178,14 +180,14 @@ async def on_readings(request: Request) -> Any:
         outcomes |= await deliveries.submit((sidecar, batch))
     for entry_id, event in events:
         statuses[entry_id] = await entry_status(
-            sidecar, event, [outcomes[entry_id, i] for i in range(len(event.readings))]
+            sidecar, topic, event, [outcomes[entry_id, i] for i in range(len(event.readings))]
         )
     return bulk.answer(statuses)
 
 
-async def entry_status(sidecar: Sidecar, event: ReadingsEvent, outcomes: list[str]) -> str:
+async def entry_status(sidecar: Sidecar, topic: str, event: ReadingsEvent, outcomes: list[str]) -> str:
     """An entry's status from its readings' outcomes. A reading of a batch event that can never pass is split off:
-    published again as an event of its own, to its machine's partition, where it meets the same fate alone and is
+    published again as an event of its own, to the topic it came from, where it meets the same fate alone and is
     dropped to the dead-letter topic as a reading on its own is (so a dead letter is always one reading); the rest
     of the batch is done."""
     if RETRY in outcomes:
@@ -197,8 +199,6 @@ async def entry_status(sidecar: Sidecar, event: ReadingsEvent, outcomes: list[st
     try:
         for reading, outcome in zip(event.readings, outcomes, strict=True):
             if outcome == DROP:
-                index = partitions.partition(reading.machine, settings.partitions)
-                topic = partitions.topic(settings.readings_topic, settings.partitions, index)
                 await sidecar.publish(settings.pubsub, topic, reading.model_dump(mode="json"))
     except (SidecarError, httpx.TransportError) as error:
         log.warning("retrying a batch of %d readings: splitting off one failed: %s", len(outcomes), error)

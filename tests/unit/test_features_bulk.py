@@ -98,18 +98,19 @@ class FakeSidecar:
             outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [len(rows), 2], "data": data}]
         return httpx.Response(200, json={"model_name": model, "model_version": "1", "outputs": outputs})
 
-    def deliver(self, events: list[Any]) -> dict[str, str]:
-        """One bulk delivery of `events` (CloudEvent data); the status of each, by index."""
-        (statuses,) = self.deliver_at_once([events])
+    def deliver(self, events: list[Any], topic: str = "readings") -> dict[str, str]:
+        """One bulk delivery of `events` (CloudEvent data) from `topic`; the status of each, by index."""
+        (statuses,) = self.deliver_at_once([events], topic)
         return statuses
 
-    def deliver_at_once(self, deliveries: list[list[Any]]) -> list[dict[str, str]]:
+    def deliver_at_once(self, deliveries: list[list[Any]], topic: str = "readings") -> list[dict[str, str]]:
         """Bulk deliveries handed to features side by side; the status of each event, by index, per delivery."""
         sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(self.handle))
 
         async def handle(events: list[Any]) -> Any:
             entries = [{"entryId": str(index), "event": {"data": event}} for index, event in enumerate(events)]
-            return await main.on_readings(delivering(sidecar, json.dumps({"entries": entries}).encode()))  # type: ignore[arg-type]
+            body = json.dumps({"entries": entries, "topic": topic}).encode()
+            return await main.on_readings(delivering(sidecar, body))  # type: ignore[arg-type]
 
         async def all_at_once() -> list[Any]:
             return await asyncio.gather(*(handle(events) for events in deliveries))
@@ -304,5 +305,7 @@ def test_a_batch_of_one_reading_that_cannot_pass_is_split_off_too():
     late = events.pop(49)
     fake = FakeSidecar()
     fake.deliver(events)
-    assert fake.deliver([{"readings": [late]}]) == {"0": "SUCCESS"}
-    assert [reading["id"] for _, reading in fake.split_off] == ["m1:50"]
+    assert fake.deliver([{"readings": [late]}], topic="readings.3") == {"0": "SUCCESS"}
+    assert [(topic, reading["id"]) for topic, reading in fake.split_off] == [("readings.3", "m1:50")], (
+        "published again to the topic (the partition) it came from"
+    )
