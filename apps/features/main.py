@@ -3,7 +3,7 @@
 Subscribed to `readings` in bulk (components/subscription-readings.yaml), or, with several replicas, each replica
 to its partitions of it (tandem.partitions): a machine's readings reach one replica. An event holds a batch of
 readings (`{"readings": [...]}`, as the sensors service publishes them) or one reading (as the edge agent does).
-The sidecar hands over up to 500 events at a time, and the whole delivery costs a handful of sidecar calls however
+The sidecar hands over up to 50 events at a time, and the whole delivery costs a handful of sidecar calls however
 many readings it holds; deliveries that arrive while one is processed are processed together, as one
 (tandem.group). For a delivery, in this order, so that nothing is lost and a redelivery changes nothing:
 1. read the windows of its machines from the state store in one call (with their ETags); a reading id already in
@@ -151,7 +151,7 @@ async def subscribe() -> list[dict[str, Any]]:
             "topic": partitions.topic(settings.readings_topic, settings.partitions, index),
             "routes": {"default": "/events/readings"},
             "deadLetterTopic": settings.dead_letter_topic,
-            "bulkSubscribe": {"enabled": True, "maxMessagesCount": 500, "maxAwaitDurationMs": 20},
+            "bulkSubscribe": {"enabled": True, "maxMessagesCount": 50, "maxAwaitDurationMs": 20},
         }
         for index in partitions.owned(settings.replica, settings.replicas, settings.partitions)
     ]

@@ -37,6 +37,9 @@ class SensorsSettings(AppSettings):
     # message where they would handle a reading each; bulk: one event per reading, in one bulk publish per partition;
     # single: one publish per reading (the benchmark compares them).
     events: Literal["batch", "bulk", "single"] = "batch"
+    # Readings per batch event at most: features takes 50 events per delivery, which must stay within its body
+    # limit (a reading is about 700 bytes of JSON).
+    event_readings: int = Field(50, ge=1)
     max_readings: int = 1000
     # Clocks drift, but a reading stamped further ahead than this is a broken clock or a broken sender.
     max_future_seconds: float = 300.0
@@ -112,9 +115,15 @@ async def post_readings(request: Request, batch: Batch) -> JSONResponse:
         index = partitions.partition(event["machine"], settings.partitions)
         by_topic[partitions.topic(settings.topic, settings.partitions, index)].append(event)
     if settings.events == "batch":
-        await asyncio.gather(
-            *(sidecar.publish(settings.pubsub, topic, {"readings": group}) for topic, group in by_topic.items())
-        )
+
+        async def publish_in_order(topic: str, group: list[dict[str, Any]]) -> None:
+            # One event after the other: events published at once are stored in any order, and a machine's
+            # readings must not overtake each other by more than features' window keeps (features.window.SLACK).
+            for start in range(0, len(group), settings.event_readings):
+                chunk = group[start : start + settings.event_readings]
+                await sidecar.publish(settings.pubsub, topic, {"readings": chunk})
+
+        await asyncio.gather(*(publish_in_order(topic, group) for topic, group in by_topic.items()))
     elif settings.events == "bulk":
         await asyncio.gather(
             *(sidecar.publish_bulk(settings.pubsub, topic, group) for topic, group in by_topic.items())

@@ -56,6 +56,16 @@ def test_a_batch_is_published_as_one_event_holding_its_readings(app):
     assert events[0]["received_at"] >= before
 
 
+def test_a_large_batch_is_published_as_events_of_at_most_event_readings_each(app):
+    client, published = app
+    batch = [reading(index) for index in range(120)]
+    assert client.post("/readings", json={"readings": batch}).status_code == 202
+    sizes = [len(json.loads(request.content)["readings"]) for request in published]
+    assert sizes == [50, 50, 20]
+    ids = [event["id"] for request in published for event in json.loads(request.content)["readings"]]
+    assert ids == [f"machine-0:{index}" for index in range(120)]
+
+
 def test_with_events_bulk_a_batch_is_published_in_one_bulk_call_with_one_event_per_reading(app, monkeypatch):
     client, published = app
     monkeypatch.setattr(main.settings, "events", "bulk")
