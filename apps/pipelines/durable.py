@@ -263,7 +263,7 @@ class DurableExecutor:
         """The tensors named in `wanted` that exist: the run's inputs and the outputs of the steps that made any."""
         tensors: dict[str, np.ndarray] = {}
         if any(ref.startswith("$input.") for ref in wanted):
-            stored, _ = await self.sidecar.get_state(self.store, f"{run_id}:input")
+            stored = await self._stored(f"{run_id}:input")
             tensors.update({f"$input.{name}": array for name, array in decode_tensors(stored).items()})
         statuses = made if isinstance(made, dict) else dict.fromkeys(made, "ok")
         for name, status in statuses.items():
@@ -273,10 +273,20 @@ class DurableExecutor:
             if status == "default":
                 arrays = dict(step.defaults or {})
             else:
-                stored, _ = await self.sidecar.get_state(self.store, f"{run_id}:{name}")
-                arrays = decode_tensors(stored)
+                arrays = decode_tensors(await self._stored(f"{run_id}:{name}"))
             tensors.update({f"{name}.{output}": array for output, array in arrays.items()})
         return tensors
+
+    async def _stored(self, key: str) -> Any:
+        """A run's stored tensors. They expire with the run (PIPELINES_RUNS_SECONDS): a run resumed later than that,
+        e.g. one in flight when the stack stopped and started again much later, cannot go on, and fails at once."""
+        stored, _ = await self.sidecar.get_state(self.store, key)
+        if stored is None:
+            raise NonRetryableError(
+                f"{key} is no longer stored: a run's data is kept for {self.keep_seconds:g} s, and this run "
+                "resumed later than that"
+            )
+        return stored
 
     async def _run_step(self, data: dict[str, Any]) -> dict[str, Any]:
         graph = self.graphs()[data["pipeline"]]
