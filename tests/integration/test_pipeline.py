@@ -295,6 +295,7 @@ def test_a_reading_too_late_for_its_window_goes_to_the_dead_letters_and_is_not_c
             and pipeline.invoke("alerts", f"machines/{machine}")["predictions"] == predicted
         ),
         "every other reading and prediction processed",
+        timeout=120,
     )
     post(pipeline.http, url, held)
 
@@ -306,7 +307,7 @@ def test_a_reading_too_late_for_its_window_goes_to_the_dead_letters_and_is_not_c
             if isinstance(letter["data"], dict) and letter["data"].get("id") == held[0]["id"]
         ]
 
-    wait_until(lambda: dead_lettered(), "the late reading dead-lettered")
+    wait_until(lambda: dead_lettered(), "the late reading dead-lettered", timeout=60)
     assert dead_lettered()[0]["topic"] == "readings"
     assert pipeline.invoke("features", f"machines/{machine}")["readings"] == lifetime - 1
     assert pipeline.invoke("alerts", f"machines/{machine}")["predictions"] == predicted
