@@ -226,18 +226,17 @@ deliveries = GroupCommit(process_deliveries)
 async def process_or_split(sidecar: Sidecar, batch: dict[str, dict[Entry, Reading]]) -> dict[Entry, str]:
     """Statuses by entry. When the models refuse a batch's features, each reading is tried alone, so that only
     the one they refuse is dropped."""
-    entries = [entry for readings in batch.values() for entry in readings]
+    entries = {
+        entry: (machine, reading.id) for machine, readings in batch.items() for entry, reading in readings.items()
+    }
     try:
         late = await process(sidecar, {machine: list(readings.values()) for machine, readings in batch.items()})
-        return {
-            entry: DROP if (machine, reading.id) in late else SUCCESS
-            for machine, readings in batch.items()
-            for entry, reading in readings.items()
-        }
+        return {entry: DROP if reading in late else SUCCESS for entry, reading in entries.items()}
     except Unprocessable as error:
         if len(entries) == 1:
-            log.error("dead-lettering reading %s: %s", next(iter(next(iter(batch.values())).values())).id, error)
-            return {entries[0]: DROP}
+            ((entry, (_, reading_id)),) = entries.items()
+            log.error("dead-lettering reading %s: %s", reading_id, error)
+            return {entry: DROP}
     except (SidecarError, httpx.TransportError) as error:
         log.warning("retrying %d readings: %s", len(entries), error)
         return dict.fromkeys(entries, RETRY)

@@ -22,6 +22,7 @@ from tandem.fleet import CHANNELS
 from tandem.protocol import InferenceError
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
+from tandem.sidecar import Sidecar
 
 
 class SensorsSettings(AppSettings):
@@ -115,15 +116,7 @@ async def post_readings(request: Request, batch: Batch) -> JSONResponse:
         index = partitions.partition(event["machine"], settings.partitions)
         by_topic[partitions.topic(settings.topic, settings.partitions, index)].append(event)
     if settings.events == "batch":
-
-        async def publish_in_order(topic: str, group: list[dict[str, Any]]) -> None:
-            # One event after the other: events published at once are stored in any order, and a machine's
-            # readings must not overtake each other by more than features' window keeps (features.window.SLACK).
-            for start in range(0, len(group), settings.event_readings):
-                chunk = group[start : start + settings.event_readings]
-                await sidecar.publish(settings.pubsub, topic, {"readings": chunk})
-
-        await asyncio.gather(*(publish_in_order(topic, group) for topic, group in by_topic.items()))
+        await asyncio.gather(*(_publish_in_batches(sidecar, topic, group) for topic, group in by_topic.items()))
     elif settings.events == "bulk":
         await asyncio.gather(
             *(sidecar.publish_bulk(settings.pubsub, topic, group) for topic, group in by_topic.items())
@@ -133,6 +126,14 @@ async def post_readings(request: Request, batch: Batch) -> JSONResponse:
             *(sidecar.publish(settings.pubsub, topic, event) for topic, group in by_topic.items() for event in group)
         )
     return JSONResponse({"accepted": len(events)}, status_code=202)
+
+
+async def _publish_in_batches(sidecar: Sidecar, topic: str, events: list[dict[str, Any]]) -> None:
+    """`events` as batch events of at most `event_readings` readings, one after the other: events published at once
+    are stored in any order, and a machine's readings must not overtake each other by more than features' window
+    keeps (features.window.SLACK)."""
+    for start in range(0, len(events), settings.event_readings):
+        await sidecar.publish(settings.pubsub, topic, {"readings": events[start : start + settings.event_readings]})
 
 
 def _refuse_duplicates_and_future(readings: list[Reading]) -> None:

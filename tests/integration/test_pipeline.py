@@ -298,17 +298,9 @@ def test_a_reading_too_late_for_its_window_goes_to_the_dead_letters_and_is_not_c
         timeout=120,
     )
     post(pipeline.http, url, held)
-
-    def dead_lettered() -> list[dict[str, Any]]:
-        letters = pipeline.invoke("alerts", "dead-letters")
-        return [
-            letter
-            for letter in letters
-            if isinstance(letter["data"], dict) and letter["data"].get("id") == held[0]["id"]
-        ]
-
-    wait_until(lambda: dead_lettered(), "the late reading dead-lettered", timeout=60)
-    assert dead_lettered()[0]["topic"] == "readings"
+    # A dead letter of its machine, published on `readings`: the held reading's cycle and no other.
+    wait_until(lambda: pipeline.late_readings([machine])[machine], "the late reading dead-lettered", timeout=60)
+    assert pipeline.late_readings([machine]) == {machine: {int(held[0]["id"].rsplit(":", 1)[1])}}
     assert pipeline.invoke("features", f"machines/{machine}")["readings"] == lifetime - 1
     assert pipeline.invoke("alerts", f"machines/{machine}")["predictions"] == predicted
 
