@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from tandem.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 VENVS = ROOT / ".bench" / "venvs"
@@ -42,14 +44,6 @@ spec:
     - name: connectionString
       value: {path}
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def idle_heap(daprd: Path, config: Path, work: Path, samples: int, emulator: list[str]) -> list[float]:

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,16 +23,12 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from tandem.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 DAPRD = ROOT / ".runtime" / ".dapr" / "bin" / "daprd"
 SERVICES = ["regression", "nlp", "vision"]
 IDLE_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:

@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from tandem.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / "dapr" / "edge"
 ROOTFS = ROOT / ".edge" / "rootfs-arm64"
@@ -40,12 +42,6 @@ MQTT_PORT, REDIS_PORT = 18830, 16380
 FIXED_PORTS = {
     name: (8010 + i, 3510 + i, 3610 + i, 3710 + i, 9110 + i) for i, name in enumerate(("edge-agent", *SERVICES))
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
