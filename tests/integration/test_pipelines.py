@@ -104,6 +104,13 @@ def deployment(stack: Stack, model_repository: Path, tmp_path_factory: pytest.Te
         "the triage pipeline compiled",
         timeout=60,
     )
+    # Through the gateway too, once it has indexed the pipelines app and the ensemble's models are ready: the first
+    # test asked too early once.
+    wait_until(
+        lambda: deployment.triton().is_model_ready("ensemble", headers={"X-API-Key": KEY}),
+        "the ensemble ready through the gateway",
+        timeout=60,
+    )
     yield deployment
     spans.close()
 
