@@ -131,14 +131,15 @@ deliveries = GroupCommit(apply_deliveries)
 
 async def apply(sidecar: Sidecar, batch: dict[str, list[Prediction]]) -> list[Change]:
     """Applies each machine's predictions, oldest first, reading and writing the machines' states in one call
-    each; an alert one opens or closes is stored before the machine's state, so a crash in between repeats the same
-    change (same alert id) on redelivery instead of losing it."""
+    each; the alerts they open or close are stored first, all in one write of the alerts document, so a crash in
+    between repeats the same changes (same alert ids) on redelivery instead of losing them."""
     keys = {machine: f"machine-{machine}" for machine in batch}
     Applied = tuple[list[Prediction], list[Change], list[dict[str, Any]]]  # new to their machine, changes, alerts
 
     async def apply_to(stored: dict[str, Any]) -> tuple[dict[str, Any], Applied]:
         saves: dict[str, Any] = {}
-        new, changes, alerts = [], [], []
+        new: list[Prediction] = []
+        changes: list[tuple[Change, Prediction]] = []
         for machine, predictions in batch.items():
             state = MachineState.from_state(stored[keys[machine]])
             for prediction in sorted(predictions, key=lambda prediction: prediction.timestamp):
@@ -149,9 +150,9 @@ async def apply(sidecar: Sidecar, batch: dict[str, list[Prediction]]) -> list[Ch
                 change = state.apply(machine, prediction.id, prediction.timestamp.timestamp(), summary, THRESHOLDS)
                 saves[keys[machine]] = state
                 if change is not None:
-                    changes.append(change)
-                    alerts.append(await record_change(sidecar, change, prediction))
-        return {key: state.to_state() for key, state in saves.items()}, (new, changes, alerts)
+                    changes.append((change, prediction))
+        alerts = await record_changes(sidecar, changes) if changes else []
+        return {key: state.to_state() for key, state in saves.items()}, (new, [change for change, _ in changes], alerts)
 
     new, changes, alerts = await sidecar.update_bulk_state(
         settings.state_store, list(keys.values()), apply_to, attempts=settings.etag_attempts
@@ -166,29 +167,35 @@ async def apply(sidecar: Sidecar, batch: dict[str, list[Prediction]]) -> list[Ch
     return changes
 
 
-async def record_change(sidecar: Sidecar, change: Change, prediction: Prediction) -> dict[str, Any]:
-    now = time.time()
+async def record_changes(sidecar: Sidecar, changes: list[tuple[Change, Prediction]]) -> list[dict[str, Any]]:
+    """Opens and closes alerts in one read-modify-write of the alerts document, in the order given; returns each
+    change's alert as it now is. One write for all of a delivery's changes: each write moves the whole document
+    through the sidecar, and a delivery often holds several."""
 
-    def mutate(alerts: dict[str, Any]) -> dict[str, Any]:
-        alert = alerts.get(change.alert_id)
-        if alert is None:  # opened (the first time this change is applied)
-            alert = alerts[change.alert_id] = {
-                "id": change.alert_id,
-                "machine": prediction.machine,
-                "state": "open",
-                "opened_at": now,
-                "opened_by": prediction.reading,
-                "reading_timestamp": prediction.timestamp.isoformat(),
-                "rul": prediction.rul,
-                "failure_probability": prediction.failure_probability,
-                # From the moment the sensors service accepted the reading to this alert.
-                "latency_seconds": now - prediction.received_at,
-                "closed_at": None,
-                "closed_by": None,
-            }
-        elif change.kind == "closed" and alert["state"] == "open":
-            alert.update(state="closed", closed_at=now, closed_by=prediction.reading)
-        return alert
+    def mutate(alerts: dict[str, Any]) -> list[dict[str, Any]]:
+        now = time.time()
+        changed = []
+        for change, prediction in changes:
+            alert = alerts.get(change.alert_id)
+            if alert is None:  # opened (the first time this change is applied)
+                alert = alerts[change.alert_id] = {
+                    "id": change.alert_id,
+                    "machine": prediction.machine,
+                    "state": "open",
+                    "opened_at": now,
+                    "opened_by": prediction.reading,
+                    "reading_timestamp": prediction.timestamp.isoformat(),
+                    "rul": prediction.rul,
+                    "failure_probability": prediction.failure_probability,
+                    # From the moment the sensors service accepted the reading to this alert.
+                    "latency_seconds": now - prediction.received_at,
+                    "closed_at": None,
+                    "closed_by": None,
+                }
+            elif change.kind == "closed" and alert["state"] == "open":
+                alert.update(state="closed", closed_at=now, closed_by=prediction.reading)
+            changed.append(dict(alert))
+        return changed
 
     return await update_document(sidecar, ALERTS_KEY, dict, mutate)
 

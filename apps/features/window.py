@@ -85,20 +85,20 @@ class Window:
         """Ids of the kept readings that have their full window but no prediction yet, oldest first: the reading
         just added, and a later one that came before it (readings arrive out of order: a bulk publish is stored in
         any order, deliveries run in parallel) and whose window it completed."""
-        return [
-            id_ for index, (_, id_, _) in enumerate(self.readings) if index + 1 >= WINDOW and id_ not in self.predicted
-        ]
+        predicted = set(self.predicted)
+        return [id_ for _, id_, _ in self.readings[WINDOW - 1 :] if id_ not in predicted]
 
     def due_windows(self) -> list[tuple[str, np.ndarray, list[str]]]:
         """For each due reading, oldest first: its id, the values of the WINDOW readings ending at it (float64
         [channels, WINDOW], as tandem.fleet.windows_features takes them), and their ids."""
-        due = set(self.due())
-        if not due:
+        predicted = set(self.predicted)
+        ends = [end for end in range(WINDOW - 1, len(self.readings)) if self.readings[end][1] not in predicted]
+        if not ends:
             return []
-        history = np.array([values for _, _, values in self.readings], dtype=np.float64)
-        return [
-            (id_, *self._window_ending(history, end)) for end, (_, id_, _) in enumerate(self.readings) if id_ in due
-        ]
+        # Only the rows the due windows span (usually the last WINDOW): this runs for every reading added.
+        first = ends[0] + 1 - WINDOW
+        history = np.array([values for _, _, values in self.readings[first:]], dtype=np.float64)
+        return [(self.readings[end][1], *self._window_ending(history, end, first)) for end in ends]
 
     def features(self, reading_id: str) -> tuple[np.ndarray, list[str]] | None:
         """The feature vector of the WINDOW readings ending at `reading_id`, and their ids; None while there are
@@ -110,7 +110,8 @@ class Window:
         values, covered = self._window_ending(history, end)
         return windows_features(values[np.newaxis])[0], covered
 
-    def _window_ending(self, history: np.ndarray, end: int) -> tuple[np.ndarray, list[str]]:
-        """The values (float64 [channels, WINDOW]) and ids of the WINDOW kept readings ending at index `end`."""
+    def _window_ending(self, history: np.ndarray, end: int, first: int = 0) -> tuple[np.ndarray, list[str]]:
+        """The values (float64 [channels, WINDOW]) and ids of the WINDOW kept readings ending at index `end`, from
+        `history`: the values of the kept readings from index `first` on."""
         start = end + 1 - WINDOW
-        return history[start : end + 1].T, [id_ for _, id_, _ in self.readings[start : end + 1]]
+        return history[start - first : end + 1 - first].T, [id_ for _, id_, _ in self.readings[start : end + 1]]

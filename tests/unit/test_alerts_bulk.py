@@ -27,6 +27,7 @@ def delivering(sidecar: Sidecar, body: bytes) -> SimpleNamespace:
 class FakeStore:
     def __init__(self):
         self.state: dict[str, tuple[object, int]] = {}
+        self.written: list[str] = []  # keys, in the order written
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -63,6 +64,7 @@ class FakeStore:
         if "etag" not in item and item.get("options") and current is not None:
             return False
         self.state[item["key"]] = (json.loads(json.dumps(item["value"])), (current or (None, 0))[1] + 1)
+        self.written.append(item["key"])
         return True
 
     def deliver(self, events: list) -> dict[str, str]:
@@ -127,3 +129,17 @@ def test_a_body_without_entries_is_refused():
         main.on_predictions(delivering(sidecar, json.dumps({"data": of("m", [prediction("m", 0, 0.1)])}).encode()))
     )  # type: ignore[arg-type]
     assert answer.status_code == 400
+
+
+def test_a_deliverys_alerts_are_stored_in_one_write_before_the_machines_states():
+    store = FakeStore()
+    store.deliver([of("m", [prediction("m", 0, 0.8)])])  # m's alert opens
+    store.written.clear()
+    calm = [prediction("m", cycle, 0.1) for cycle in range(1, 6)]  # five calm predictions close it
+    statuses = store.deliver([of("m", calm), of("n", [prediction("n", 0, 0.9)]), of("o", [prediction("o", 0, 0.75)])])
+    assert set(statuses.values()) == {"SUCCESS"}
+    assert store.written[0] == "alerts" and store.written.count("alerts") == 1
+    assert sorted(store.written[1:]) == ["machine-m", "machine-n", "machine-o"]
+    alerts = store.state["alerts"][0]
+    assert {alert["id"]: alert["state"] for alert in alerts.values()} == {"m-1": "closed", "n-1": "open", "o-1": "open"}  # type: ignore[union-attr]
+    assert alerts["m-1"]["closed_by"] == "m:5"  # type: ignore[index]

@@ -18,6 +18,7 @@ import pytest
 
 from features import main
 from tandem import fleet
+from tandem.protocol import HEADER_LENGTH, binary_outputs, decode_request, encode_response
 from tandem.sidecar import Sidecar
 
 
@@ -42,7 +43,10 @@ class FakeSidecar:
         self.on_transaction = lambda: None
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        path, body = request.url.path, json.loads(request.content or b"null")
+        path = request.url.path
+        if "/v2/models/" in path:
+            return self._infer(path.split("/")[-2], request)
+        body = json.loads(request.content or b"null")
         if path.endswith("/bulk") and path.startswith("/v1.0/state/"):
             return httpx.Response(200, json=[self._item(key) for key in body["keys"]])
         if path.endswith("/transaction"):
@@ -70,8 +74,6 @@ class FakeSidecar:
                 assert {prediction["machine"] for prediction in event["predictions"]} == {event["machine"]}
                 self.published += event["predictions"]
             return httpx.Response(204)
-        if "/v2/models/" in path:
-            return self._infer(path.split("/")[-2], body)
         raise AssertionError(f"unexpected call {request.method} {path}")
 
     def _item(self, key: str) -> dict:
@@ -83,20 +85,21 @@ class FakeSidecar:
     def _write(self, key: str, value: Any) -> None:
         self.state[key] = (json.loads(json.dumps(value)), self.state.get(key, (None, 0))[1] + 1)
 
-    def _infer(self, model: str, body: dict) -> httpx.Response:
+    def _infer(self, model: str, request: httpx.Request) -> httpx.Response:
+        """A stand-in model behind the kit's own codec: it takes and gives what an OIP server does."""
         self.infer_calls += 1
-        (tensor,) = body["inputs"]
-        rows = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+        parsed, inputs = decode_request(request.content, request.headers.get(HEADER_LENGTH))
+        rows = inputs[main.MODEL_INPUT]
         if self.refuse is not None and np.isclose(rows[:, 0], self.refuse).any():
             return httpx.Response(400, json={"error": "refused"})
-        score = rows.sum(axis=1)  # a stand-in model: any function of the row tells rows apart
+        score = rows.sum(axis=1, keepdims=True)  # any function of the row tells rows apart
         if model == main.settings.rul_model:
-            outputs = [{"name": "rul", "datatype": "FP32", "shape": [len(rows), 1], "data": score.tolist()}]
+            outputs = {"rul": score}
         else:
-            p = (np.abs(score) % 1).tolist()
-            data = [value for probability in p for value in (1 - probability, probability)]
-            outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [len(rows), 2], "data": data}]
-        return httpx.Response(200, json={"model_name": model, "model_version": "1", "outputs": outputs})
+            probability = np.abs(score) % 1
+            outputs = {"probabilities": np.hstack([1 - probability, probability])}
+        body, headers = encode_response(model, "1", None, outputs, binary_outputs(parsed, list(outputs)))
+        return httpx.Response(200, content=body, headers=headers)
 
     def deliver(self, events: list[Any], topic: str = "readings") -> dict[str, str]:
         """One bulk delivery of `events` (CloudEvent data) from `topic`; the status of each, by index."""
