@@ -37,6 +37,7 @@ class FakeSidecar:
     def __init__(self, refuse: float | None = None):
         self.state: dict[str, tuple[Any, int]] = {}  # key -> (value, version)
         self.published: list[dict] = []
+        self.bulk_publishes: list[list[dict]] = []  # the events of each bulk publish
         self.split_off: list[tuple[str, dict]] = []  # (topic, reading) published again alone
         self.infer_calls = 0
         self.refuse = refuse  # the models answer 400 to a batch with a row whose first feature equals this
@@ -69,6 +70,7 @@ class FakeSidecar:
             self.split_off.append((path.removeprefix("/v1.0/publish/pubsub/"), body))
             return httpx.Response(204)
         if path.startswith("/v1.0-alpha1/publish/bulk/"):
+            self.bulk_publishes.append([entry["event"] for entry in body])
             for entry in body:  # one event per machine: its predictions in order
                 event = entry["event"]
                 assert {prediction["machine"] for prediction in event["predictions"]} == {event["machine"]}
@@ -312,3 +314,21 @@ def test_a_batch_of_one_reading_that_cannot_pass_is_split_off_too():
     assert [(topic, reading["id"]) for topic, reading in fake.split_off] == [("readings.3", "m1:50")], (
         "published again to the topic (the partition) it came from"
     )
+
+
+def test_a_machines_many_predictions_go_in_events_of_at_most_event_predictions_published_one_after_the_other(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # 200 readings of one machine and 40 of another in one delivery: 171 and 11 predictions. As one event each, a
+    # delivery of 100 such events to alerts could pass its body limit (it did, under load, with 413s).
+    monkeypatch.setattr(main.settings, "event_predictions", 50)
+    fake = FakeSidecar()
+    assert set(fake.deliver(readings(1, 200) + readings(2, 40)).values()) == {"SUCCESS"}
+    assert [[(event["machine"], len(event["predictions"])) for event in events] for events in fake.bulk_publishes] == [
+        [("m1", 50), ("m2", 11)],
+        [("m1", 50)],
+        [("m1", 50)],
+        [("m1", 21)],
+    ]
+    published = [p["timestamp"] for p in fake.published if p["machine"] == "m1"]
+    assert published == sorted(published) and len(published) == 171

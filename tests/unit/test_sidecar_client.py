@@ -1,4 +1,5 @@
-"""The sidecar client's requests and error mapping, against a fake sidecar (httpx.MockTransport)."""
+"""The sidecar client's requests and error mapping, against a fake sidecar (httpx.MockTransport), and through its own
+transport against a socket: a sidecar that is silent, hangs up or is not there is an httpx.TransportError."""
 
 import asyncio
 import json
@@ -6,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from tandem.ports import free_port
 from tandem.sidecar import KEEP, ETagMismatch, Sidecar, SidecarError
 
 
@@ -138,3 +140,60 @@ def test_update_state_keeps_the_key_retries_a_lost_create_and_gives_up_after_its
     )
     with pytest.raises(ETagMismatch):
         asyncio.run(sidecar.update_state("store", "k", create, attempts=3))
+
+
+def on_a_real_socket(serve, call):
+    """Runs `call(sidecar)` against `serve(reader, writer)` listening on a loopback port, through the client's own
+    transport (aiohttp's), not a fake one."""
+
+    async def main():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, Sidecar(f"http://127.0.0.1:{port}", api_token="tok", timeout=0.3) as sidecar:
+            return await call(sidecar)
+
+    return asyncio.run(main())
+
+
+def test_its_own_transport_sends_the_token_and_reads_the_answer():
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):  # requests on one kept-alive connection
+            lengths = [int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if b"content-length" in line]
+            seen.append(head + await reader.readexactly(lengths[0] if lengths else 0))
+            answer = b'{"v": 1}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: 3\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            await writer.drain()
+
+    async def call(sidecar: Sidecar):
+        await sidecar.publish("pubsub", "topic", {"a": 1})
+        return await sidecar.get_state("store", "k")
+
+    value = on_a_real_socket(serve, call)
+    assert value == ({"v": 1}, "3")
+    assert b"dapr-api-token: tok" in seen[0].lower() and seen[0].endswith(b'{"a":1}')
+    assert seen[1].startswith(b"GET /v1.0/state/store/k ")
+
+
+def test_a_sidecar_that_does_not_answer_in_time_or_hangs_up_is_a_transport_error():
+    # What every caller catches as "the sidecar is unreachable" (httpx.TransportError), from aiohttp's transport too.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    for serve in (silent, hangs_up):
+        with pytest.raises(httpx.TransportError):
+            on_a_real_socket(serve, lambda sidecar: sidecar.publish("pubsub", "topic", {"a": 1}))
+
+
+def test_no_sidecar_listening_is_a_transport_error():
+    async def call():
+        async with Sidecar(f"http://127.0.0.1:{free_port()}") as sidecar:
+            await sidecar.publish("pubsub", "topic", {})
+
+    with pytest.raises(httpx.TransportError):
+        asyncio.run(call())
