@@ -283,6 +283,17 @@ def markdown(report: dict) -> str:
             "| ms per reading | " + " | ".join(f"{cpu[name]:.3f}" for name in names) + f" | {sum(cpu.values()):.3f} |",
             "",
         ]
+    lines.append(
+        "Paced, the stack needs more CPU per reading (smaller deliveries share each delivery's fixed cost among fewer "
+        "readings): "
+        + "; ".join(
+            f"{mode} {sum(phases['paced']['cpu_ms_per_reading'].values()):.3f} ms, so "
+            f"{sum(phases['paced']['cpu_ms_per_reading'].values()) * phases['paced']['end_to_end_readings_per_s'] / 1000:.2f} "
+            "cores in use"
+            for mode, phases in report["results"].items()
+        )
+        + "."
+    )
     return "\n".join(lines)
 
 
