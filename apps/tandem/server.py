@@ -5,6 +5,7 @@ Routes only translate HTTP to the data plane and back; errors leave as `{"error"
 """
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -74,9 +75,11 @@ def make_base_app(
         app.state.sidecar = Sidecar.from_settings(dapr)
         try:
             if lifespan is None:
+                _freeze_start_up()
                 yield
             else:
                 async with lifespan(app):
+                    _freeze_start_up()
                     yield
         finally:
             await app.state.sidecar.aclose()
@@ -94,6 +97,14 @@ def make_base_app(
         app.include_router(router)
     app.openapi = lambda: _openapi(app, asgi_routes)  # type: ignore[method-assign]  # FastAPI's documented way to extend it
     return app
+
+
+def _freeze_start_up() -> None:
+    """Keeps what start-up made (modules, the app, loaded models: most of a process's objects, and never garbage)
+    out of the garbage collector's full collections from now on. Each of those walked them all: 54-103 ms in
+    features under load, eight times in 40 s, and 90 ms in alerts, every request waiting meanwhile."""
+    gc.collect()
+    gc.freeze()
 
 
 def make_app(
