@@ -101,8 +101,8 @@ def make_base_app(
 
 def _freeze_start_up() -> None:
     """Keeps what start-up made (modules, the app, loaded models: most of a process's objects, and never garbage)
-    out of the garbage collector's full collections from now on. Each of those walked them all: 54-103 ms in
-    features under load, eight times in 40 s, and 90 ms in alerts, every request waiting meanwhile."""
+    out of the garbage collector's full collections from now on. Each of those walked them all: seven of 54-103 ms
+    in features in one benchmark run, and of 90 ms in alerts, every request waiting meanwhile."""
     gc.collect()
     gc.freeze()
 
