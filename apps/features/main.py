@@ -13,8 +13,9 @@ many readings it holds; deliveries that arrive while one is processed are proces
    that came first and whose window it completed), compute the window's features; all of them go to each of the
    regression service's two models in one OIP infer call, one row per window;
 3. publish the predictions, one event per machine with its predictions oldest first, in one bulk publish (a
-   machine with more than 20 gets an event in each of several, one after the other); a prediction's id depends only on machine and reading, so a redelivery publishes the same ids again, and the
-   alerts service counts each once;
+   machine with more than 20 gets an event in each of several, one after the other); a prediction's id depends
+   only on machine and reading, so a redelivery publishes the same ids again, and the alerts service counts each
+   once;
 4. save the windows in one transaction, each with the ETag read in 1 (another replica wrote one first: read again
    and redo the readings its window does not hold yet);
 5. only then answer SUCCESS for every event. A reading that can never pass (not a reading, a channel missing,

@@ -85,20 +85,23 @@ class Window:
         """Ids of the kept readings that have their full window but no prediction yet, oldest first: the reading
         just added, and a later one that came before it (readings arrive out of order: a bulk publish is stored in
         any order, deliveries run in parallel) and whose window it completed."""
-        predicted = set(self.predicted)
-        return [id_ for _, id_, _ in self.readings[WINDOW - 1 :] if id_ not in predicted]
+        return [self.readings[end][1] for end in self._due_ends()]
 
     def due_windows(self) -> list[tuple[str, np.ndarray, list[str]]]:
         """For each due reading, oldest first: its id, the values of the WINDOW readings ending at it (float64
         [channels, WINDOW], as tandem.fleet.windows_features takes them), and their ids."""
-        predicted = set(self.predicted)
-        ends = [end for end in range(WINDOW - 1, len(self.readings)) if self.readings[end][1] not in predicted]
+        ends = self._due_ends()
         if not ends:
             return []
         # Only the rows the due windows span (usually the last WINDOW): this runs for every reading added.
         first = ends[0] + 1 - WINDOW
         history = np.array([values for _, _, values in self.readings[first:]], dtype=np.float64)
         return [(self.readings[end][1], *self._window_ending(history, end, first)) for end in ends]
+
+    def _due_ends(self) -> list[int]:
+        """Indexes in `readings` of the due readings, oldest first."""
+        predicted = set(self.predicted)
+        return [end for end in range(WINDOW - 1, len(self.readings)) if self.readings[end][1] not in predicted]
 
     def features(self, reading_id: str) -> tuple[np.ndarray, list[str]] | None:
         """The feature vector of the WINDOW readings ending at `reading_id`, and their ids; None while there are
