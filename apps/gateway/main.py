@@ -10,10 +10,12 @@ from importlib.metadata import version as package_version
 from typing import Annotated, Any, ClassVar
 
 import httpx
-from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic_settings import SettingsConfigDict
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tandem.server import make_base_app
@@ -24,7 +26,7 @@ from .directory import ModelDirectory
 from .grpc_proxy import GrpcGateway
 from .grpc_proxy import start as start_grpc
 from .keys import ApiKeys
-from .proxy import Forwarder
+from .proxy import Forwarded, Forwarder
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -230,13 +232,14 @@ async def repository_index(
     return [entry for entry in request.app.state.directory.listing() if not ready_only or entry["state"] == "READY"]
 
 
-async def forward_model_route(request: Request, model: str) -> Response:
+async def forward_model_route(state: Any, scope: Scope, body: bytes, model: str) -> Forwarded:
     """Any OIP model route (metadata, ready, infer, with or without a version) of the service owning `model`."""
-    service = await request.app.state.directory.owner(model)
+    service = await state.directory.owner(model)
     if service is None:
         raise HTTPException(404, f"model {model!r} is not served by any service (GET /v2/models lists them)")
-    breaker = request.app.state.breakers.setdefault(service, new_breaker())
-    return await request.app.state.forwarder.forward(service, request, breaker)
+    breaker = state.breakers.get(service) or state.breakers.setdefault(service, new_breaker())
+    forwarded: Forwarded = await state.forwarder.forward(service, scope, body, breaker)
+    return forwarded
 
 
 def _forwarded(summary: str, parameters: list[str], method: str) -> dict[str, Any]:
@@ -280,16 +283,31 @@ class ModelRoutes:
             await self.app(scope, receive, send)
             return
         allowed = ("GET",) if match["rest"] is None else ("GET", "POST")
-        request = Request(scope, receive)
-        response: Response
         try:
             if scope["method"] not in allowed:
                 raise HTTPException(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
-            await authenticate(request)
-            response = await forward_model_route(request, match["model"])
+            state = scope["app"].state
+            identify(state, presented_key(Headers(scope=scope)))
+            body = await read_body(receive)
+            forwarded = await forward_model_route(state, scope, body, match["model"])
         except HTTPException as error:
-            response = JSONResponse({"error": str(error.detail)}, error.status_code, error.headers)
-        await response(scope, receive, send)
+            await JSONResponse({"error": str(error.detail)}, error.status_code, error.headers)(scope, receive, send)
+            return
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in forwarded.headers]
+        headers.append((b"content-length", str(len(forwarded.body)).encode()))
+        await send({"type": "http.response.start", "status": forwarded.status, "headers": headers})
+        await send({"type": "http.response.body", "body": forwarded.body})
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 @router.get("/status")

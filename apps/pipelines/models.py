@@ -1,8 +1,8 @@
 """The models steps call: which service owns each (the services' repository indexes, read through the sidecar),
 their OIP metadata, and inference through the sidecar's invocation API.
 
-aiohttp rather than the kit's httpx client for the calls: a call costs about a quarter of the CPU (the gateway's
-reason too), and a pipeline makes one per step.
+aiohttp rather than the kit's httpx client for the calls: a call costs about a quarter of the CPU, and a pipeline
+makes one per step.
 """
 
 import asyncio

