@@ -47,6 +47,9 @@ class AlertsSettings(AppSettings):
     close_after: int = 5
     # The newest dead letters kept for inspection.
     max_dead_letters: int = 1000
+    # Closed alerts kept, those closed last; open alerts are always kept. Every delivery that opens or closes an
+    # alert reads and writes the alerts document whole, so without a bound it would grow, and slow, for ever.
+    max_closed_alerts: int = 1000
     # A comment line this often keeps idle event streams open through proxies.
     stream_keepalive_seconds: float = 15.0
     etag_attempts: int = 10
@@ -177,6 +180,8 @@ async def record_changes(sidecar: Sidecar, changes: list[tuple[Change, Predictio
         changed = []
         for change, prediction in changes:
             alert = alerts.get(change.alert_id)
+            if alert is None and change.kind == "closed":
+                continue  # a redelivered close of an alert closed long enough ago to be dropped
             if alert is None:  # opened (the first time this change is applied)
                 alert = alerts[change.alert_id] = {
                     "id": change.alert_id,
@@ -195,6 +200,11 @@ async def record_changes(sidecar: Sidecar, changes: list[tuple[Change, Predictio
             elif change.kind == "closed" and alert["state"] == "open":
                 alert.update(state="closed", closed_at=now, closed_by=prediction.reading)
             changed.append(dict(alert))
+        closed = sorted(
+            (alert for alert in alerts.values() if alert["state"] == "closed"), key=lambda alert: alert["closed_at"]
+        )
+        for alert in closed[: max(len(closed) - settings.max_closed_alerts, 0)]:
+            del alerts[alert["id"]]
         return changed
 
     return await update_document(sidecar, ALERTS_KEY, dict, mutate)

@@ -143,3 +143,27 @@ def test_a_deliverys_alerts_are_stored_in_one_write_before_the_machines_states()
     alerts = store.state["alerts"][0]
     assert {alert["id"]: alert["state"] for alert in alerts.values()} == {"m-1": "closed", "n-1": "open", "o-1": "open"}  # type: ignore[union-attr]
     assert alerts["m-1"]["closed_by"] == "m:5"  # type: ignore[index]
+
+
+def test_the_alerts_document_keeps_every_open_alert_and_only_the_closed_ones_closed_last(monkeypatch):
+    monkeypatch.setattr(main.settings, "max_closed_alerts", 2)
+    store = FakeStore()
+    calm = [0.1] * 5
+    # Machines a, b and c each go through one episode, in turn; d's alert opens and stays open.
+    for machine in "abc":
+        store.deliver([of(machine, [prediction(machine, 0, 0.9)])])
+        store.deliver([of(machine, [prediction(machine, cycle, p) for cycle, p in enumerate(calm, 1)])])
+    store.deliver([of("d", [prediction("d", 0, 0.9)])])
+    alerts = store.state["alerts"][0]
+    assert {alert["id"]: alert["state"] for alert in alerts.values()} == {
+        "b-1": "closed",
+        "c-1": "closed",
+        "d-1": "open",
+    }  # type: ignore[union-attr]
+    # a's close delivered again (as after a crash between the two writes) does not bring a-1 back as open.
+    sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(store.handle))
+    replayed = asyncio.run(
+        main.record_changes(sidecar, [(main.Change("closed", "a-1"), main.Prediction(**prediction("a", 5, 0.1)))])
+    )
+    assert replayed == []
+    assert "a-1" not in store.state["alerts"][0]  # type: ignore[operator]
