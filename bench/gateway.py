@@ -10,8 +10,9 @@ off), all on core 0; hey runs on core 1. Paths, each sending diabetes one row:
   two sidecars   client -> gateway's sidecar -> regression's sidecar -> app (what the gateway does, minus it)
   gateway        client -> gateway -> gateway's sidecar -> regression's sidecar -> app
 The gateway's cost is "gateway" minus "two sidecars", in latency and in CPU time per request (of the processes
-each path runs through), which a busy machine disturbs far less. Paths take turns for --rounds rounds and the
-median round counts, so a noisy moment hits every path alike. Writes bench/results/gateway.{json,md,png}.
+each path runs through), which a busy machine disturbs far less; and the CPU of the gateway process alone. Paths
+take turns for --rounds rounds and the median round counts, so a noisy moment hits every path alike. Writes
+bench/results/gateway.{json,md,png}.
 """
 
 import argparse
@@ -69,15 +70,29 @@ def measure(endpoints: dict[str, Endpoint], body: Path, concurrency: list[int], 
     cases = [(path, c) for _ in range(rounds) for c in concurrency for path in PATHS]
     for path, c in tqdm(cases, desc="gateway bench", unit="run"):
         hey(endpoints[path], body, c, ["-z", "1s"])  # warm-up: pooled connections open, caches hot
-        cpu_before = cpu_seconds(endpoints[path].processes)
+        processes = endpoints[path].processes
+        cpu_before, own_before = cpu_seconds(processes), cpu_seconds(processes[-1:])
         run = hey(endpoints[path], body, c, ["-z", f"{seconds:g}s"])
-        cpu = cpu_seconds(endpoints[path].processes) - cpu_before
-        runs.setdefault((path, c), []).append({**run, "cpu_us_per_request": cpu / max(run["requests"], 1) * 1e6})
+        cpu, own = cpu_seconds(processes) - cpu_before, cpu_seconds(processes[-1:]) - own_before
+        requests = max(run["requests"], 1)
+        runs.setdefault((path, c), []).append(
+            {**run, "cpu_us_per_request": cpu / requests * 1e6, "own_cpu_us_per_request": own / requests * 1e6}
+        )
     results = []
     for (path, c), samples in runs.items():
         median = sorted(samples, key=lambda run: run["p50_ms"])[len(samples) // 2]
         cpu = sorted(run["cpu_us_per_request"] for run in samples)[len(samples) // 2]
-        results.append({"path": path, "concurrency": c, **median, "cpu_us_per_request": cpu, "rounds": len(samples)})
+        own = sorted(run["own_cpu_us_per_request"] for run in samples)[len(samples) // 2]
+        results.append(
+            {
+                "path": path,
+                "concurrency": c,
+                **median,
+                "cpu_us_per_request": cpu,
+                "own_cpu_us_per_request": own,
+                "rounds": len(samples),
+            }
+        )
     for c in concurrency:
         at = {r["path"]: r for r in results if r["concurrency"] == c}
         for stat in ("p50_ms", "p99_ms", "cpu_us_per_request"):
@@ -99,19 +114,21 @@ def markdown(report: dict) -> str:
         f" per run after 1 s of warm-up; the median of {report['rounds']} interleaved rounds.",
         "",
         "| path | concurrency | requests/s | p50 (ms) | p99 (ms) | CPU µs/request | added p50 (ms) | added p99 (ms) "
-        "| added CPU µs/request | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| added CPU µs/request | own CPU µs/request | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lines.append(
             f"| {r['path']} | {r['concurrency']} | {number(r['requests_per_s'], 0)} | {r['p50_ms']} | {r['p99_ms']} | "
             f"{number(r['cpu_us_per_request'], 0)} | {r.get('added_p50_ms', '')} | {r.get('added_p99_ms', '')} | "
-            f"{_whole(r.get('added_cpu_us_per_request'))} | {r['errors']} |"
+            f"{_whole(r.get('added_cpu_us_per_request'))} | {_whole(r.get('own_cpu_us_per_request'))} | {r['errors']} |"
         )
     lines += [
         "",
         "Added: gateway over two sidecars (the gateway app alone), two sidecars over one (the caller's sidecar),",
-        "one sidecar over direct (the callee's sidecar).",
+        "one sidecar over direct (the callee's sidecar). Own CPU: that of the process the path adds to the one before",
+        "it (the app, the callee's sidecar, the caller's sidecar, the gateway app) alone; the added CPU also holds",
+        "what the other processes spend more per request when fewer requests share their wake-ups.",
         "",
     ]
     return "\n".join(lines)
