@@ -12,8 +12,9 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from tandem.upstream import Upstream, UpstreamError
+
 from .breaker import CircuitBreaker
-from .upstream import Upstream, UpstreamError
 
 # What the model service needs to read the body and join the trace; the rest (the client's API key above all)
 # stays at the gateway.

@@ -1,8 +1,8 @@
 """The models steps call: which service owns each (the services' repository indexes, read through the sidecar),
 their OIP metadata, and inference through the sidecar's invocation API.
 
-aiohttp rather than the kit's httpx client for the calls: a call costs about a quarter of the CPU, and a pipeline
-makes one per step.
+The calls go through `tandem.upstream` rather than the kit's httpx client: a pipeline makes one per step, and that
+client costs a fraction of the CPU (its module says how much).
 """
 
 import asyncio
@@ -10,10 +10,10 @@ import json
 import time
 from typing import Any
 
-import aiohttp
 import numpy as np
 
 from tandem.protocol import HEADER_LENGTH, InferenceError, decode_response, encode_request
+from tandem.upstream import Upstream, UpstreamError
 
 # An unknown model makes the indexes be read again, at most this often.
 UNKNOWN_MODEL_REFRESH_SECONDS = 1.0
@@ -30,12 +30,11 @@ class StepCallError(Exception):
 
 class ModelCatalog:
     def __init__(self, sidecar_url: str, api_token: str, services: list[str], max_connections: int = 100):
-        self.base = f"{sidecar_url.rstrip('/')}/v1.0/invoke"
         self.services = services
-        self.session = aiohttp.ClientSession(
-            headers={"dapr-api-token": api_token} if api_token else None,
-            connector=aiohttp.TCPConnector(limit=max_connections),
-            auto_decompress=False,
+        self.upstream = Upstream(
+            f"{sidecar_url.rstrip('/')}/v1.0/invoke",
+            {"dapr-api-token": api_token} if api_token else {},
+            max_connections,
         )
         self.owners: dict[str, str] = {}
         self.index_errors: dict[str, str] = {service: "index not read yet" for service in services}
@@ -43,7 +42,7 @@ class ModelCatalog:
         self.reading: asyncio.Future[None] | None = None
 
     async def aclose(self) -> None:
-        await self.session.close()
+        await self.upstream.aclose()
 
     async def refresh(self) -> None:
         """Reads every service's repository index again (callers arriving meanwhile join the read under way)."""
@@ -66,16 +65,12 @@ class ModelCatalog:
 
     async def _read_index(self, service: str) -> list[dict[str, Any]] | None:
         try:
-            async with self.session.post(
-                f"{self.base}/{service}/method/v2/repository/index",
-                data=b"{}",
-                headers={"content-type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=5),
-            ) as answer:
-                body = await answer.read()
-                status = answer.status
-        except (aiohttp.ClientError, TimeoutError) as error:
-            self.index_errors[service] = f"not reachable through the sidecar ({type(error).__name__})"
+            answer = await self.upstream.request(
+                "POST", f"/{service}/method/v2/repository/index", {"content-type": "application/json"}, b"{}", 5
+            )
+            status, body = answer.status, answer.body
+        except (UpstreamError, TimeoutError) as error:
+            self.index_errors[service] = f"not reachable through the sidecar ({error or type(error).__name__})"
             return None
         if status != 200:
             self.index_errors[service] = f"repository index answered {status}: {body[:200].decode(errors='replace')}"
@@ -147,19 +142,11 @@ class ModelCatalog:
 
     async def _request(
         self, method: str, service: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float
-    ) -> tuple[int, bytes, Any]:
+    ) -> tuple[int, bytes, dict[str, str]]:
         try:
-            async with self.session.request(
-                method,
-                f"{self.base}/{service}/method/{path}",
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as answer:
-                return answer.status, await answer.read(), answer.headers
+            answer = await self.upstream.request(method, f"/{service}/method/{path}", headers, body or b"", timeout)
         except TimeoutError:
             raise StepCallError(f"no answer from {service} within {timeout:g} s", 504, retryable=True) from None
-        except aiohttp.ClientError as error:
-            raise StepCallError(
-                f"the pipelines sidecar could not be reached: {type(error).__name__}", 503, retryable=True
-            ) from None
+        except UpstreamError as error:
+            raise StepCallError(f"the pipelines sidecar could not be reached: {error}", 503, retryable=True) from None
+        return answer.status, answer.body, answer.headers

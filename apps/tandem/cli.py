@@ -47,7 +47,14 @@ def serve(args: argparse.Namespace) -> None:
     name = args.name or os.environ.get("APP_ID") or "tandem"
     app = make_app(name, settings, dapr, routers=(people_router(settings),), every_model=True)
     port = args.port or dapr.app_port or settings.port
-    uvicorn.run(app, host=args.host or settings.host, port=port, log_level=settings.log_level, access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
+    )
 
 
 def sample_request(model: Model) -> dict:

@@ -271,6 +271,7 @@ def serve(app_path: str, settings: AppSettings, dapr: DaprSettings | None = None
         port=dapr.app_port or settings.port,
         log_level=settings.log_level,
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
 
 

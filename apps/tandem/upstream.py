@@ -1,10 +1,11 @@
-"""The gateway's client to its own sidecar: pooled keep-alive HTTP/1.1 connections, with httptools (the parser
-uvicorn serves with) reading the answers.
+"""The client of the hot paths that call their own sidecar's invoke API, the gateway's forwarding and the pipelines'
+model calls: pooled keep-alive HTTP/1.1 connections, with httptools (the parser uvicorn serves with) reading the
+answers.
 
-Why not aiohttp, which the gateway used before: it was half of the gateway's own CPU per forwarded request, 300 of
-718 µs for a bare forwarder at concurrency 1 and 170 of 334 µs at 32 (bench/gateway.py's stack; this client: 424 and
-166 µs). The gateway sends one kind of request to one host that always frames its answers (Content-Length or
-chunked), so a client needs little more than to write the request and feed the answer to a parser."""
+Why not aiohttp, which both used before: it was half of the gateway's own CPU per forwarded request, 300 of 718 µs
+for a bare forwarder at concurrency 1 and 170 of 334 µs at 32 (bench/gateway.py's stack; this client: 424 and
+166 µs). They send requests to one host that always frames its answers (Content-Length or chunked), so a client
+needs little more than to write the request and feed the answer to a parser."""
 
 import asyncio
 import ssl

@@ -1,14 +1,14 @@
-"""The gateway's client to its sidecar, against servers on real sockets that answer as told: keep-alive reuse,
-chunked answers, `Connection: close`, a pooled connection the server dropped, and servers that hang up, hang, answer
-garbage or are not there (UpstreamError or TimeoutError, never a wrong answer)."""
+"""The client the gateway and the pipelines call their sidecars with, against servers on real sockets that answer
+as told: keep-alive reuse, chunked answers, `Connection: close`, a pooled connection the server dropped, and servers
+that hang up, hang, answer garbage or are not there (UpstreamError or TimeoutError, never a wrong answer)."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gateway.upstream import Upstream, UpstreamError
 from tandem.ports import free_port
+from tandem.upstream import Upstream, UpstreamError
 
 # A handler gets each request's head and body on a connection, and the connection's number, and answers by
 # writing to the stream (or not).
