@@ -121,7 +121,7 @@ class Upstream:
         request = (head + "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n").encode(
             "latin-1"
         ) + body
-        async with self.slots, asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout), self.slots:  # the wait for a free connection counts too
             while self.idle:
                 connection = self.idle.pop()
                 if not connection.open:

@@ -196,3 +196,21 @@ def test_concurrent_requests_open_at_most_max_connections_and_each_gets_its_own_
         server.close()
 
     run(scenario)
+
+
+def test_the_wait_for_a_free_connection_counts_against_the_timeout():
+    async def silent(head: bytes, body: bytes, number: int, writer: asyncio.StreamWriter) -> None:
+        pass
+
+    async def scenario() -> None:
+        server, url, _ = await serve(silent)
+        upstream = Upstream(url, {}, max_connections=1)
+        holding = asyncio.create_task(upstream.request("POST", "/x", {}, b"{}", 30))
+        await asyncio.sleep(0.05)  # it has the one connection
+        with pytest.raises(TimeoutError):
+            await upstream.request("POST", "/x", {}, b"{}", 0.2)
+        assert not holding.done()
+        holding.cancel()
+        server.close()
+
+    run(scenario)
