@@ -130,7 +130,8 @@ class Upstream:
                     return await self._exchange(connection, request)
                 except UpstreamError as error:
                     # A pooled connection the server closed while it was idle: the request never reached it, so
-                    # it goes again on a fresh connection. Once a byte of an answer came, it is the server's.
+                    # it goes again on the next pooled connection or a new one. Once a byte of an answer came,
+                    # the failure is the server's.
                     if error.answer_begun:
                         raise
             return await self._exchange(await self._connect(), request)
