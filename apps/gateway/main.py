@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic_settings import SettingsConfigDict
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tandem.fastpath import read_body, send_answer
 from tandem.server import make_base_app
 from tandem.settings import AppSettings, DaprSettings, Names
 
@@ -289,25 +289,13 @@ class ModelRoutes:
             state = scope["app"].state
             identify(state, presented_key(Headers(scope=scope)))
             body = await read_body(receive)
+            if body is None:
+                return  # the client went away
             forwarded = await forward_model_route(state, scope, body, match["model"])
         except HTTPException as error:
             await JSONResponse({"error": str(error.detail)}, error.status_code, error.headers)(scope, receive, send)
             return
-        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in forwarded.headers]
-        headers.append((b"content-length", str(len(forwarded.body)).encode()))
-        await send({"type": "http.response.start", "status": forwarded.status, "headers": headers})
-        await send({"type": "http.response.body", "body": forwarded.body})
-
-
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        await send_answer(send, forwarded.status, forwarded.body, forwarded.headers)
 
 
 @router.get("/status")

@@ -38,7 +38,7 @@ SECONDS = Histogram("tandem_gateway_seconds", "Time to forward a request and get
 
 class Forwarded(NamedTuple):
     status: int
-    headers: list[tuple[str, str]]
+    headers: dict[str, str]
     body: bytes
 
 
@@ -75,11 +75,7 @@ class Forwarder:
     client)."""
 
     def __init__(self, sidecar_url: str, api_token: str, timeout: float, max_connections: int = 100):
-        self.upstream = Upstream(
-            f"{sidecar_url.rstrip('/')}/v1.0/invoke",
-            {"dapr-api-token": api_token} if api_token else {},
-            max_connections,
-        )
+        self.upstream = Upstream.invoke_api(sidecar_url, api_token, max_connections)
         self.timeout = timeout
         # Prometheus children, labelled once: a lookup by labels takes a lock and builds tuples on every request.
         self.requests: dict[tuple[str, int], Any] = {}
@@ -146,7 +142,6 @@ class Forwarder:
                 breaker.abandoned()
             histogram = self.seconds.get(service) or self.seconds.setdefault(service, SECONDS.labels(service))
             histogram.observe(time.perf_counter() - started)
-        passed = [(name, value) for name in RESPONSE_HEADERS if (value := answer.headers.get(name)) is not None]
-        if "x-request-id" not in answer.headers:
-            passed.append(("x-request-id", request_id))
+        passed = {name: value for name in RESPONSE_HEADERS if (value := answer.headers.get(name)) is not None}
+        passed.setdefault("x-request-id", request_id)
         return Forwarded(answer.status, passed, answer.body)

@@ -63,7 +63,7 @@ class InferRoute:
         if match is None:
             await self.app(scope, receive, send)
         elif scope["method"] != "POST":
-            await _answer(send, 405, error_body("Method Not Allowed"), {"content-type": JSON, "allow": "POST"})
+            await send_answer(send, 405, error_body("Method Not Allowed"), {"content-type": JSON, "allow": "POST"})
         else:
             await _infer(scope["app"].state.dataplane, match["model"], match["version"], scope, receive, send)
 
@@ -71,19 +71,19 @@ class InferRoute:
 async def _infer(
     dataplane: DataPlane, model: str, version: str | None, scope: Scope, receive: Receive, send: Send
 ) -> None:
-    body = await _body(receive)
+    body = await read_body(receive)
     if body is None:
         return  # the client went away
     header_length = next((value.decode("latin-1") for name, value in scope["headers"] if name == _HEADER_LENGTH), None)
     try:
         content, headers = await dataplane.infer(model, version, body, header_length)
     except InferenceError as error:
-        await _answer(send, error.status_code, error_body(str(error)), {"content-type": JSON})
+        await send_answer(send, error.status_code, error_body(str(error)), {"content-type": JSON})
         return
-    await _answer(send, 200, content, headers)
+    await send_answer(send, 200, content, headers)
 
 
-async def _body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole request body (BodyLimitMiddleware stops one over the limit), or None if the client disconnected."""
     chunks = []
     while True:
@@ -95,7 +95,7 @@ async def _body(receive: Receive) -> bytes | None:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _answer(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+async def send_answer(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
     raw = [(name.encode(), value.encode()) for name, value in headers.items()]
     raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
