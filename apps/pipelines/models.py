@@ -31,11 +31,7 @@ class StepCallError(Exception):
 class ModelCatalog:
     def __init__(self, sidecar_url: str, api_token: str, services: list[str], max_connections: int = 100):
         self.services = services
-        self.upstream = Upstream(
-            f"{sidecar_url.rstrip('/')}/v1.0/invoke",
-            {"dapr-api-token": api_token} if api_token else {},
-            max_connections,
-        )
+        self.upstream = Upstream.invoke_api(sidecar_url, api_token, max_connections)
         self.owners: dict[str, str] = {}
         self.index_errors: dict[str, str] = {service: "index not read yet" for service in services}
         self.refreshed_at = -float("inf")

@@ -115,6 +115,12 @@ class Upstream:
         self.idle: list[_Connection] = []
         self.slots = asyncio.Semaphore(max_connections)
 
+    @classmethod
+    def invoke_api(cls, sidecar_url: str, api_token: str, max_connections: int = 100) -> "Upstream":
+        """Calls to a sidecar's service invocation API (paths from `/<app id>/method/`), with its API token if set."""
+        headers = {"dapr-api-token": api_token} if api_token else {}
+        return cls(f"{sidecar_url.rstrip('/')}/v1.0/invoke", headers, max_connections)
+
     async def request(self, method: str, path: str, headers: dict[str, str], body: bytes, timeout: float) -> Answer:
         """The server's answer; TimeoutError after `timeout` seconds, UpstreamError when it cannot be had."""
         head = f"{method} {self.base_path}{path} HTTP/1.1\r\n{self.fixed}Content-Length: {len(body)}\r\n"
