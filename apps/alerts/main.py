@@ -80,16 +80,17 @@ class Prediction(BaseModel):
     failure_probability: float
 
 
-class MachinePredictions(BaseModel):
-    """An event of the predictions topic: one machine's predictions, oldest first, as the features service
-    publishes them."""
+class PredictionsEvent(BaseModel):
+    """An event of the predictions topic: predictions of one machine or several, each machine's oldest first, as the
+    features service publishes them. `machine`, when given (as in events of one machine each, which features
+    published before), names the machine every prediction must be of."""
 
-    machine: str
+    machine: str | None = None
     predictions: list[Prediction]
 
     @model_validator(mode="after")
-    def all_of_the_machine(self) -> "MachinePredictions":
-        if any(prediction.machine != self.machine for prediction in self.predictions):
+    def all_of_the_machine(self) -> "PredictionsEvent":
+        if self.machine is not None and any(prediction.machine != self.machine for prediction in self.predictions):
             raise ValueError(f"every prediction must be of machine {self.machine}")
         return self
 
@@ -97,16 +98,17 @@ class MachinePredictions(BaseModel):
 @router.post("/events/predictions", include_in_schema=False)
 async def on_predictions(request: Request) -> Any:
     """A bulk delivery (components/subscription-predictions.yaml): `{"entries": [{"entryId", "event"}, ...]}`, each
-    event one machine's predictions. Each machine's are applied oldest first, in one read and one write of its
-    state: a machine is judged by its newest prediction, and events published one after another may be delivered
-    side by side."""
+    event predictions of one or more machines. Each machine's are applied oldest first, in one read and one write
+    of its state: a machine is judged by its newest prediction, and events published one after another may be
+    delivered side by side."""
     try:
-        events, statuses = bulk.parse(await bulk.read(request), MachinePredictions, log)
+        events, statuses = bulk.parse(await bulk.read(request), PredictionsEvent, log)
     except ValueError as error:
         return bulk.refused(error)
     by_machine: defaultdict[str, list[Prediction]] = defaultdict(list)
     for _, event in events:
-        by_machine[event.machine] += event.predictions
+        for prediction in event.predictions:
+            by_machine[prediction.machine].append(prediction)
     entry_ids = [entry_id for entry_id, _ in events]
     try:
         if by_machine:

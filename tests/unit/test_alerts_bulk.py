@@ -1,8 +1,8 @@
 """The alerts service's bulk deliveries against a fake sidecar (a state store): a machine's predictions delivered
 in any order within a delivery are applied oldest first, so the alert opens at the first prediction that crosses
 the threshold; a redelivery changes nothing; bad entries are dropped alone (bad inputs tried: an event that is not
-a machine's predictions, a prediction without its probability, a prediction of another machine, a body without
-entries)."""
+predictions, a prediction without its probability, a prediction of another machine than the event names, a body
+without entries). Events hold one machine's predictions (`{"machine", "predictions"}`) or several machines'."""
 
 import asyncio
 import json
@@ -105,6 +105,20 @@ def test_a_machines_predictions_in_any_order_open_the_alert_at_the_first_crossin
     before = dict(store.state)
     assert set(store.deliver(events).values()) == {"SUCCESS"}
     assert store.state == before
+
+
+def test_events_of_several_machines_each_apply_every_machines_predictions_oldest_first():
+    """As features publishes them: each event packs several machines' predictions, each machine's in order."""
+    m = [prediction("m", cycle, p) for cycle, p in enumerate([0.1, 0.2, 0.75, 0.9, 0.1, 0.1])]  # crosses at 2
+    n = [prediction("n", cycle, p) for cycle, p in enumerate([0.8, 0.9, 0.95])]  # crosses at 0
+    # Two bulk publishes one after the other, each machine's next ones in the second, delivered side by side.
+    events = [{"predictions": m[:3] + n[:2]}, {"predictions": m[3:] + n[2:]}]
+    store = FakeStore()
+    assert store.deliver(events[::-1]) == {"0": "SUCCESS", "1": "SUCCESS"}
+    alerts = store.state["alerts"][0]
+    assert {alert["machine"]: alert["opened_by"] for alert in alerts.values()} == {"m": "m:2", "n": "n:0"}  # type: ignore[union-attr]
+    assert store.state["machine-m"][0]["predictions"] == 6  # type: ignore[index]
+    assert store.state["machine-n"][0]["predictions"] == 3  # type: ignore[index]
 
 
 def test_bad_entries_are_dropped_alone():
