@@ -231,6 +231,11 @@ async def on_dead_letter(request: Request, event: dict[str, Any] = Body()) -> di
         "received_at": time.time(),
         "data": event.get("data", event.get("data_base64")),
     }
+    try:
+        if "data" in event:
+            letter["data"] = bulk.event_data(event)  # JSON the sidecars carried as a string, decoded
+    except ValueError:
+        pass  # kept as it came
 
     def mutate(letters: list[dict[str, Any]]) -> None:
         if all(kept["id"] != letter["id"] for kept in letters):

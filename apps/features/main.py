@@ -12,9 +12,9 @@ many readings it holds; deliveries that arrive while one is processed are proces
 2. for each reading whose window is full now and has no prediction yet (a reading of the delivery, or a later one
    that came first and whose window it completed), compute the window's features; all of them go to each of the
    regression service's two models in one OIP infer call, one row per window;
-3. publish the predictions in one bulk publish of events of up to 200 predictions, several machines' each, a
-   machine's oldest first and all in one event (a machine with more than 200 gets an event in each of several
-   bulk publishes, one after the other); a prediction's id depends only on machine and reading, so a redelivery
+3. publish the predictions in events of up to 200 predictions, several machines' each, a machine's oldest first
+   and all in one event of those published at once (a machine with more than 200 gets an event in each of several
+   rounds, one after the other); a prediction's id depends only on machine and reading, so a redelivery
    publishes the same ids again, and the alerts service counts each once;
 4. save the windows in one transaction, each with the ETag read in 1 (another replica wrote one first: read again
    and redo the readings its window does not hold yet);
@@ -46,7 +46,7 @@ from tandem.group import GroupCommit
 from tandem.protocol import HEADER_LENGTH, decode_response, encode_request
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
-from tandem.sidecar import Sidecar, SidecarError
+from tandem.sidecar import OPAQUE_JSON, Sidecar, SidecarError
 
 from .window import ADDED, KEPT, LATE, Window
 
@@ -317,12 +317,12 @@ def due_predictions(machine: str, window: Window, added: Reading) -> list[Due]:
 
 async def publish_in_order(sidecar: Sidecar, predictions: list[dict[str, Any]]) -> None:
     """Publishes the predictions, each machine's in the order given, as events `{"predictions": [...]}` of at most
-    `event_predictions`: one bulk publish holds each machine's first ones, all of a machine's in one event and the
-    machines packed together, the next bulk publish each machine's next ones, and so on. Alerts judges a machine by
-    its newest prediction, so a machine's must reach it in order, and a bulk publish stores its events in any order;
-    one publish per prediction would keep the order but wait for each write to reach the disk (Redis's appendfsync
-    always) one after another. Few events rather than one per machine: each costs both sidecars, Redis and alerts
-    the same fixed work whatever it holds."""
+    `event_predictions`, several machines packed in each: the events published first, all at once, hold each
+    machine's first ones, all of a machine's in one event; the next ones each machine's next ones, and so on.
+    Alerts judges a machine by its newest prediction, so a machine's must reach it in order, and events published
+    at once are stored in any order; one publish per prediction would keep the order but wait for each write to
+    reach the disk (Redis's appendfsync always) one after another. Few events rather than one per machine: each
+    costs both sidecars, Redis and alerts the same fixed work whatever it holds."""
     by_machine: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for prediction in predictions:
         by_machine[prediction["machine"]].append(prediction)
@@ -337,7 +337,17 @@ async def publish_in_order(sidecar: Sidecar, predictions: list[dict[str, Any]]) 
                 packed = []
             packed += part
         events.append({"predictions": packed})
-        await sidecar.publish_bulk(settings.pubsub, settings.predictions_topic, events)
+        # Publishes of their own rather than one bulk publish, whose events travel inside its JSON body, which the
+        # sidecar parses: events of OPAQUE_JSON published one by one cost it least.
+        published = await asyncio.gather(
+            *(
+                sidecar.publish(settings.pubsub, settings.predictions_topic, event, content_type=OPAQUE_JSON)
+                for event in events
+            ),
+            return_exceptions=True,
+        )
+        if failed := next((outcome for outcome in published if isinstance(outcome, BaseException)), None):
+            raise failed
 
 
 async def predict(sidecar: Sidecar, due: list[Due]) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from tandem.fleet import CHANNELS
 from tandem.protocol import InferenceError
 from tandem.server import make_base_app
 from tandem.settings import AppSettings
-from tandem.sidecar import Sidecar
+from tandem.sidecar import OPAQUE_JSON, Sidecar
 
 
 class SensorsSettings(AppSettings):
@@ -133,7 +133,8 @@ async def _publish_in_batches(sidecar: Sidecar, topic: str, events: list[dict[st
     are stored in any order, and a machine's readings must not overtake each other by more than features' window
     keeps (features.window.SLACK)."""
     for start in range(0, len(events), settings.event_readings):
-        await sidecar.publish(settings.pubsub, topic, {"readings": events[start : start + settings.event_readings]})
+        batch = {"readings": events[start : start + settings.event_readings]}
+        await sidecar.publish(settings.pubsub, topic, batch, content_type=OPAQUE_JSON)
 
 
 def _refuse_duplicates_and_future(readings: list[Reading]) -> None:

@@ -10,6 +10,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from .sidecar import OPAQUE_JSON
+
 M = TypeVar("M", bound=BaseModel)
 SUCCESS, RETRY, DROP = "SUCCESS", "RETRY", "DROP"
 
@@ -35,11 +37,25 @@ def parse(delivery: Any, model: type[M], log: logging.Logger) -> tuple[list[tupl
         entry_id = str(entry.get("entryId"))
         event = entry.get("event")
         try:
-            events.append((entry_id, model.model_validate(event.get("data") if isinstance(event, dict) else event)))
-        except ValidationError as error:
+            events.append((entry_id, model.model_validate(event_data(event))))
+        except (ValidationError, ValueError) as error:  # not the model, or opaque JSON that is not JSON
             log.error("dead-lettering entry %s: %s", entry_id, error)
             statuses[entry_id] = DROP
     return events, statuses
+
+
+def event_data(event: Any) -> Any:
+    """A delivered CloudEvent's data: as the sidecar hands it over, or decoded when it is JSON the sidecar carried as
+    a string (tandem.sidecar.OPAQUE_JSON). Raises ValueError when such data is not JSON."""
+    if not isinstance(event, dict):
+        return event
+    data = event.get("data")
+    if isinstance(data, str) and event.get("datacontenttype") == OPAQUE_JSON:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise ValueError(f"the event's data ({OPAQUE_JSON}) is not JSON: {error}") from None
+    return data
 
 
 def answer(statuses: dict[str, str]) -> dict[str, Any]:

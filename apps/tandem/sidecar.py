@@ -24,6 +24,11 @@ from .settings import DaprSettings
 
 T = TypeVar("T")
 JSON = {"content-type": "application/json"}
+# The content type of events that sidecars carry as they are: JSON that daprd takes for a string. daprd parses data
+# of type `application/json` into its CloudEvent on publishing and writes it out again, field by field, on both
+# sides; data of other types it carries as one string. Publishing a 140 KB event cost the sidecar 8.8 ms of CPU as
+# `application/json` and 2.5 ms as this. Subscribers decode it with tandem.bulk.event_data.
+OPAQUE_JSON = "application/vnd.tandem+json"
 # What `Sidecar.update_state`'s change returns to leave the key as it is.
 KEEP = object()
 
@@ -102,12 +107,21 @@ class Sidecar:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
 
-    async def publish(self, pubsub: str, topic: str, data: Any, *, metadata: dict[str, str] | None = None) -> None:
-        """Publishes `data` as JSON; the sidecar wraps it in a CloudEvent."""
+    async def publish(
+        self,
+        pubsub: str,
+        topic: str,
+        data: Any,
+        *,
+        metadata: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        """Publishes `data` as JSON, of `content_type` (OPAQUE_JSON for large events); the sidecar wraps it in a
+        CloudEvent."""
         response = await self.http.post(
             f"/v1.0/publish/{pubsub}/{topic}",
             content=orjson.dumps(data),
-            headers=JSON,
+            headers={"content-type": content_type},
             params=_metadata_params(metadata),
         )
         _raise_for_status(response, f"publish to {pubsub}/{topic}")

@@ -2,7 +2,7 @@
 in any order within a delivery are applied oldest first, so the alert opens at the first prediction that crosses
 the threshold; a redelivery changes nothing; bad entries are dropped alone (bad inputs tried: an event that is not
 predictions, a prediction without its probability, a prediction of another machine than the event names, a body
-without entries). Events hold one machine's predictions (`{"machine", "predictions"}`) or several machines'."""
+without entries, an event of JSON carried as a string that is not JSON). Events hold one machine's predictions (`{"machine", "predictions"}`) or several machines'."""
 
 import asyncio
 import json
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import httpx
 
 from alerts import main
-from tandem.sidecar import Sidecar
+from tandem.sidecar import OPAQUE_JSON, Sidecar
 
 
 def delivering(sidecar: Sidecar, body: bytes) -> SimpleNamespace:
@@ -119,6 +119,25 @@ def test_events_of_several_machines_each_apply_every_machines_predictions_oldest
     assert {alert["machine"]: alert["opened_by"] for alert in alerts.values()} == {"m": "m:2", "n": "n:0"}  # type: ignore[union-attr]
     assert store.state["machine-m"][0]["predictions"] == 6  # type: ignore[index]
     assert store.state["machine-n"][0]["predictions"] == 3  # type: ignore[index]
+
+
+def test_events_the_sidecars_carried_as_a_string_are_decoded_and_one_that_is_not_json_is_dropped_alone():
+    store = FakeStore()
+    sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(store.handle))
+    opaque = {"predictions": [prediction("m", 0, 0.9)]}
+    entries = [
+        {"entryId": "0", "event": {"datacontenttype": OPAQUE_JSON, "data": json.dumps(opaque)}},
+        {"entryId": "1", "event": {"datacontenttype": OPAQUE_JSON, "data": '{"predictions": ['}},
+        {"entryId": "2", "event": {"datacontenttype": "text/plain", "data": json.dumps(opaque)}},
+    ]
+    answer = asyncio.run(main.on_predictions(delivering(sidecar, json.dumps({"entries": entries}).encode())))  # type: ignore[arg-type]
+    assert {status["entryId"]: status["status"] for status in answer["statuses"]} == {
+        "0": "SUCCESS",
+        "1": "DROP",
+        "2": "DROP",  # a string of another type is no predictions
+    }
+    (alert,) = store.state["alerts"][0].values()  # type: ignore[union-attr]
+    assert alert["opened_by"] == "m:0"
 
 
 def test_bad_entries_are_dropped_alone():

@@ -20,7 +20,7 @@ import pytest
 from features import main
 from tandem import fleet
 from tandem.protocol import HEADER_LENGTH, binary_outputs, decode_request, encode_response
-from tandem.sidecar import Sidecar
+from tandem.sidecar import OPAQUE_JSON, Sidecar
 
 
 def delivering(sidecar: Sidecar, body: bytes) -> SimpleNamespace:
@@ -38,7 +38,8 @@ class FakeSidecar:
     def __init__(self, refuse: float | None = None):
         self.state: dict[str, tuple[Any, int]] = {}  # key -> (value, version)
         self.published: list[dict] = []
-        self.bulk_publishes: list[list[dict]] = []  # the events of each bulk publish
+        self.rounds: list[list[dict]] = []  # the prediction events published at once, round by round
+        self.publishing = 0  # prediction events being published
         self.split_off: list[tuple[str, dict]] = []  # (topic, reading) published again alone
         self.infer_calls = 0
         self.refuse = refuse  # the models answer 400 to a batch with a row whose first feature equals this
@@ -67,18 +68,28 @@ class FakeSidecar:
                 return httpx.Response(409, json={"errorCode": "ERR_STATE_SAVE"})
             self._write(item["key"], item["value"])
             return httpx.Response(204)
+        if path == f"/v1.0/publish/pubsub/{main.settings.predictions_topic}":
+            assert request.headers["content-type"] == OPAQUE_JSON
+            return self._publish_prediction_event(body)
         if path.startswith("/v1.0/publish/pubsub/"):  # a reading of a batch split off
             self.split_off.append((path.removeprefix("/v1.0/publish/pubsub/"), body))
             return httpx.Response(204)
-        if path.startswith("/v1.0-alpha1/publish/bulk/"):
-            self.bulk_publishes.append([entry["event"] for entry in body])
-            machines = [{prediction["machine"] for prediction in entry["event"]["predictions"]} for entry in body]
-            # A machine's predictions in one event of a bulk publish (which stores its events in any order).
-            assert sum(len(of_event) for of_event in machines) == len(set().union(*machines))
-            for entry in body:
-                self.published += entry["event"]["predictions"]
-            return httpx.Response(204)
         raise AssertionError(f"unexpected call {request.method} {path}")
+
+    async def _publish_prediction_event(self, event: dict) -> httpx.Response:
+        """Events published while others are still being published were published at once: they are stored in any
+        order, so each machine's predictions must be in only one of them."""
+        if not self.publishing:
+            self.rounds.append([])
+        self.rounds[-1].append(event)
+        self.publishing += 1
+        await asyncio.sleep(0.001)  # the others published at once come meanwhile
+        self.publishing -= 1
+        if not self.publishing:
+            machines = [{prediction["machine"] for prediction in event["predictions"]} for event in self.rounds[-1]]
+            assert sum(len(of_event) for of_event in machines) == len(set().union(*machines))
+        self.published += event["predictions"]
+        return httpx.Response(204)
 
     def _item(self, key: str) -> dict:
         if key not in self.state:
@@ -318,18 +329,18 @@ def test_a_batch_of_one_reading_that_cannot_pass_is_split_off_too():
     )
 
 
-def test_predictions_go_in_events_of_at_most_event_predictions_each_machines_in_one_event_of_a_bulk_publish(
+def test_predictions_go_in_events_of_at_most_event_predictions_each_machines_in_one_of_those_published_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    # 200 readings of m1, 40 of m2 and 35 of m3 in one delivery: 171, 11 and 6 predictions. A bulk publish holds
-    # each machine's next 50 in one event, machines packed together; as one event each, a delivery of alerts could
+    # 200 readings of m1, 40 of m2 and 35 of m3 in one delivery: 171, 11 and 6 predictions. Each round of events
+    # published at once holds each machine's next 50 in one event, machines packed together; as one event each, a delivery of alerts could
     # pass its body limit (it did, under load, with 413s).
     monkeypatch.setattr(main.settings, "event_predictions", 50)
     fake = FakeSidecar()
     assert set(fake.deliver(readings(1, 200) + readings(2, 40) + readings(3, 35)).values()) == {"SUCCESS"}
     shapes = [
         [sorted(Counter(prediction["machine"] for prediction in event["predictions"]).items()) for event in events]
-        for events in fake.bulk_publishes
+        for events in fake.rounds
     ]
     assert shapes == [
         [[("m1", 50)], [("m2", 11), ("m3", 6)]],
