@@ -265,7 +265,7 @@ def markdown(report: dict) -> str:
         "",
         "Ingest: readings the sensors service accepted per second, batches of one reading per machine, as many at "
         "once as there are senders. End to end: readings per second until the alerts service applied the last prediction (features takes "
-        "up to 50 events (a batch of readings each, or one reading) and alerts up to 100 events per delivery; features calls each maintenance model once per "
+        "up to 50 events (a batch of readings each, or one reading) and alerts up to 15 events (of up to 200 predictions each) per delivery; features calls each maintenance model once per "
         "delivery). "
         "Latencies from the paced phase: from "
         "sensors accepting a reading to alerts applying its prediction (every reading; interpolated in the alerts "
