@@ -307,7 +307,7 @@ async def process(sidecar: Sidecar, batch: dict[str, list[Reading]]) -> set[tupl
 def due_predictions(machine: str, window: Window, added: Reading) -> list[Due]:
     """The windows that `added`, just added to `window`, made full (its own, or a later reading's that came first);
     marked predicted in `window`, which is saved only once their predictions are published."""
-    timestamps = {id_: timestamp for timestamp, id_, _ in window.readings}
+    timestamps = {id_: timestamp for timestamp, id_ in window.readings}
     made_due = []
     for reading_id, values, covered in window.due_windows():
         made_due.append(Due(machine, reading_id, timestamps[reading_id], added.received_at, covered, values))
@@ -394,7 +394,7 @@ async def machine_window(request: Request, machine: str) -> dict[str, Any]:
     """How many distinct readings of the machine were processed, and the ids in its current window."""
     state, _ = await request.app.state.sidecar.get_state(settings.state_store, f"window-{machine}")
     window = Window.from_state(state)
-    return {"machine": machine, "readings": window.count, "window": [id_ for _, id_, _ in window.readings]}
+    return {"machine": machine, "readings": window.count, "window": [id_ for _, id_ in window.readings]}
 
 
 app = make_base_app("features", settings, routers=(router,))

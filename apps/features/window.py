@@ -31,10 +31,14 @@ SEEN = 256
 ADDED, DUPLICATE, LATE = "added", "duplicate", "late"
 
 
-@dataclass
+@dataclass(eq=False)  # compare their to_state(): the values are an array
 class Window:
-    # (seconds since the epoch, reading id, values in CHANNELS order), oldest first
-    readings: list[tuple[float, str, list[float]]] = field(default_factory=list)
+    # (seconds since the epoch, reading id), oldest first
+    readings: list[tuple[float, str]] = field(default_factory=list)
+    # their values, one row per reading in CHANNELS order: float64 [readings, channels]. One array rather than a
+    # list per reading: the due windows are slices of it, where building them from lists for every reading added
+    # was a sixth of the features service's CPU under load.
+    values: np.ndarray = field(default_factory=lambda: np.empty((0, len(CHANNELS))))
     seen: SeenIds = field(default_factory=lambda: SeenIds(SEEN))  # the ids added
     count: int = 0  # distinct readings ever added
     predicted: list[str] = field(default_factory=list)  # ids of the kept readings whose prediction was published
@@ -44,21 +48,22 @@ class Window:
         if state is None:
             return cls()
         if "readings" in state:  # saved before the values and ids were packed
-            readings = [(float(ts), str(id_), list(values)) for ts, id_, values in state["readings"]]
+            readings = [(float(ts), str(id_)) for ts, id_, _ in state["readings"]]
+            values = np.array([values for _, _, values in state["readings"]], dtype=np.float64)
         else:
-            values = np.frombuffer(base64.b64decode(state["values"]), dtype="<f8").reshape(-1, len(CHANNELS))
-            readings = list(zip(state["timestamps"], state["ids"], values.tolist(), strict=True))
-        window = cls(readings, SeenIds.from_state(SEEN, state["seen"]), int(state["count"]))
+            readings = list(zip(state["timestamps"], state["ids"], strict=True))
+            values = np.frombuffer(base64.b64decode(state["values"]), dtype="<f8")
+        window = cls(readings, values.reshape(-1, len(CHANNELS)), SeenIds.from_state(SEEN, state["seen"]))
+        window.count = int(state["count"])
         # A window saved before predictions were tracked: every reading with a full window had its prediction.
         window.predicted = list(state["predicted"]) if "predicted" in state else window.due()
         return window
 
     def to_state(self) -> dict[str, Any]:
-        values = np.array([values for _, _, values in self.readings], dtype="<f8")
         return {
-            "timestamps": [timestamp for timestamp, _, _ in self.readings],
-            "ids": [id_ for _, id_, _ in self.readings],
-            "values": base64.b64encode(values.tobytes()).decode("ascii"),
+            "timestamps": [timestamp for timestamp, _ in self.readings],
+            "ids": [id_ for _, id_ in self.readings],
+            "values": base64.b64encode(self.values.astype("<f8").tobytes()).decode("ascii"),
             "seen": self.seen.to_state(),
             "count": self.count,
             "predicted": self.predicted,
@@ -73,9 +78,12 @@ class Window:
         place = bisect.bisect(self.readings, (timestamp, reading_id))
         if self.count > len(self.readings) and place + 1 < WINDOW:
             return LATE
-        self.readings.insert(place, (timestamp, reading_id, [values[channel] for channel in CHANNELS]))
+        self.readings.insert(place, (timestamp, reading_id))
+        row = np.array([[values[channel] for channel in CHANNELS]], dtype=np.float64)
+        self.values = np.concatenate((self.values[:place], row, self.values[place:]))
         del self.readings[:-KEPT]
-        kept = {id_ for _, id_, _ in self.readings}
+        self.values = self.values[-KEPT:]
+        kept = {id_ for _, id_ in self.readings}
         self.predicted = [id_ for id_ in self.predicted if id_ in kept]
         self.seen.add(reading_id)
         self.count += 1
@@ -93,10 +101,7 @@ class Window:
         ends = self._due_ends()
         if not ends:
             return []
-        # Only the rows the due windows span (usually the last WINDOW): this runs for every reading added.
-        first = ends[0] + 1 - WINDOW
-        history = np.array([values for _, _, values in self.readings[first:]], dtype=np.float64)
-        return [(self.readings[end][1], *self._window_ending(history, end, first)) for end in ends]
+        return [(self.readings[end][1], *self._window_ending(end)) for end in ends]
 
     def _due_ends(self) -> list[int]:
         """Indexes in `readings` of the due readings, oldest first."""
@@ -109,12 +114,10 @@ class Window:
         end = next((index for index, reading in enumerate(self.readings) if reading[1] == reading_id), None)
         if end is None or end + 1 < WINDOW:
             return None
-        history = np.array([values for _, _, values in self.readings], dtype=np.float64)
-        values, covered = self._window_ending(history, end)
+        values, covered = self._window_ending(end)
         return windows_features(values[np.newaxis])[0], covered
 
-    def _window_ending(self, history: np.ndarray, end: int, first: int = 0) -> tuple[np.ndarray, list[str]]:
-        """The values (float64 [channels, WINDOW]) and ids of the WINDOW kept readings ending at index `end`, from
-        `history`: the values of the kept readings from index `first` on."""
+    def _window_ending(self, end: int) -> tuple[np.ndarray, list[str]]:
+        """The values (float64 [channels, WINDOW]) and ids of the WINDOW kept readings ending at index `end`."""
         start = end + 1 - WINDOW
-        return history[start - first : end + 1 - first].T, [id_ for _, id_, _ in self.readings[start : end + 1]]
+        return self.values[start : end + 1].T, [id_ for _, id_ in self.readings[start : end + 1]]
