@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from datetime import datetime
 from typing import Any, Literal
 
@@ -231,11 +232,9 @@ async def on_dead_letter(request: Request, event: dict[str, Any] = Body()) -> di
         "received_at": time.time(),
         "data": event.get("data", event.get("data_base64")),
     }
-    try:
-        if "data" in event:
-            letter["data"] = bulk.event_data(event)  # JSON the sidecars carried as a string, decoded
-    except ValueError:
-        pass  # kept as it came
+    if "data" in event:
+        with suppress(ValueError):  # JSON the sidecars carried as a string, decoded; kept as it came if it is not
+            letter["data"] = bulk.event_data(event)
 
     def mutate(letters: list[dict[str, Any]]) -> None:
         if all(kept["id"] != letter["id"] for kept in letters):

@@ -53,8 +53,9 @@ class Window:
         else:
             readings = list(zip(state["timestamps"], state["ids"], strict=True))
             values = np.frombuffer(base64.b64decode(state["values"]), dtype="<f8")
-        window = cls(readings, values.reshape(-1, len(CHANNELS)), SeenIds.from_state(SEEN, state["seen"]))
-        window.count = int(state["count"])
+        window = cls(
+            readings, values.reshape(-1, len(CHANNELS)), SeenIds.from_state(SEEN, state["seen"]), int(state["count"])
+        )
         # A window saved before predictions were tracked: every reading with a full window had its prediction.
         window.predicted = list(state["predicted"]) if "predicted" in state else window.due()
         return window
