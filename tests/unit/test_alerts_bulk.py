@@ -200,3 +200,18 @@ def test_the_alerts_document_keeps_every_open_alert_and_only_the_closed_ones_clo
     )
     assert replayed == []
     assert "a-1" not in store.state["alerts"][0]  # type: ignore[operator]
+
+
+def test_a_dead_letter_of_json_carried_as_a_string_is_kept_decoded_and_one_that_is_not_json_as_it_came():
+    store = FakeStore()
+    sidecar = Sidecar("http://sidecar", transport=httpx.MockTransport(store.handle))
+    batch = {"readings": [{"machine": "m", "id": "m:1"}]}
+    letters = [
+        {"id": "a", "topic": "readings", "datacontenttype": OPAQUE_JSON, "data": json.dumps(batch)},
+        {"id": "b", "topic": "readings", "datacontenttype": OPAQUE_JSON, "data": '{"readings": ['},
+        {"id": "c", "topic": "predictions", "datacontenttype": "application/json", "data": batch},
+    ]
+    for letter in letters:
+        assert asyncio.run(main.on_dead_letter(delivering(sidecar, b""), letter)) == {"status": "SUCCESS"}  # type: ignore[arg-type]
+    kept = {letter["id"]: letter["data"] for letter in store.state["dead-letters"][0]}  # type: ignore[union-attr]
+    assert kept == {"a": batch, "b": '{"readings": [', "c": batch}
